@@ -1,0 +1,197 @@
+"""Incremental build: load docs, chunk, embed only new chunk texts (reused by content hash), publish atomically."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from index.chunking import Chunk, chunk_document
+from index.config import Config
+from index.documents import LoadError, load_documents
+from index.embedding import Embedder
+from index.store import IndexMismatch, IndexMissing, IndexRoot, Snapshot, write_build
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+CHUNKER_VERSION = 1
+
+
+class BuildError(Exception):
+    """The build cannot start or finish; the message says why. The previous index is untouched."""
+
+
+@dataclass
+class BuildReport:
+    """What a build did, for the one summary line and for the bot's /reindex reply."""
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # warnings: "file: reason; skipped"
+    chunks: int = 0
+    embedded: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+    build_dir: Path | None = None
+
+    def summary_line(self) -> str:
+        return (f"files: {len(self.added)} added, {len(self.changed)} changed, {len(self.removed)} removed, "
+                f"{len(self.skipped)} skipped, {len(self.unchanged)} unchanged; chunks: {self.embedded} embedded, "
+                f"{self.reused} reused, {self.chunks} in index; {self.seconds:.1f} s")
+
+
+def build_info(cfg: Config, dim: int, index_type: str) -> dict:
+    return {
+        "model": cfg.embedding.model,
+        "dim": dim,
+        "max_tokens": cfg.chunking.max_tokens,
+        "overlap_sentences": cfg.chunking.overlap_sentences,
+        "chunker_version": CHUNKER_VERSION,
+        "index_type": index_type,
+        "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def make_faiss_index(vectors: np.ndarray, dim: int):
+    """An exact inner-product index (vectors are unit length, so this is cosine similarity)."""
+    import faiss
+    index = faiss.IndexFlatIP(dim)
+    if len(vectors):
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index, "flat"
+
+
+def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress: Progress | None = None,
+                hooks: dict[str, Callable[[], None]] | None = None) -> BuildReport:
+    """Build the index of cfg.docs_dir into a new directory and publish it; reuse vectors unless `rebuild`.
+
+    `hooks` (for tests) are called at named points: "loaded", "embedded", "written".
+    """
+    started = time.perf_counter()
+    progress = progress or (lambda stage, done, total: None)
+    hooks = hooks or {}
+    root = IndexRoot(cfg.index_dir)
+    with root.lock():
+        report = BuildReport()
+        progress("loading", 0, 0)
+        try:
+            documents, report.skipped = load_documents(cfg.docs_dir)
+        except LoadError as exc:
+            raise BuildError(str(exc)) from None
+        for warning in report.skipped:
+            log.warning("%s", warning)
+        if not documents:
+            raise BuildError(f"no readable documents in {cfg.docs_dir} (supported: .txt .md .html .htm .pdf .docx)")
+        hooks.get("loaded", lambda: None)()
+
+        old = None
+        current = root.current()
+        if current is not None:
+            try:
+                old = Snapshot(current)
+            except Exception as exc:  # a damaged old build must not stop a new one
+                log.warning("previous index unreadable (%s); building from scratch", exc)
+        try:
+            old_docs = {d.doc: d for d in old.documents()} if old else {}
+            reuse_ok = bool(old) and not rebuild and old.info.get("model") == cfg.embedding.model
+            if old and not rebuild and not reuse_ok:
+                log.warning("model changed from %s to %s: every chunk is embedded again",
+                            old.info.get("model"), cfg.embedding.model)
+
+            all_chunks: list[list[Chunk]] = []
+            for n, document in enumerate(documents, 1):
+                all_chunks.append(chunk_document(document, embedder, cfg.chunking.max_tokens,
+                                                 cfg.chunking.overlap_sentences))
+                progress("chunking", n, len(documents))
+            for document in documents:
+                before = old_docs.get(document.doc)
+                if before is None:
+                    report.added.append(document.doc)
+                elif before.content_hash != document.content_hash:
+                    report.changed.append(document.doc)
+                else:
+                    report.unchanged.append(document.doc)
+            seen = {d.doc for d in documents}
+            report.removed = sorted(d for d in old_docs if d not in seen)
+
+            flat = [c for chunks in all_chunks for c in chunks]
+            report.chunks = len(flat)
+            reusable: dict[str, int] = {}
+            if reuse_ok:
+                hashes = sorted({c.hash for c in flat})
+                for i in range(0, len(hashes), 900):
+                    part = hashes[i:i + 900]
+                    rows = old.query(f"SELECT hash, MIN(id) AS id FROM chunks WHERE hash IN ({','.join('?' * len(part))})"
+                                     " GROUP BY hash", part)
+                    reusable.update({r["hash"]: r["id"] for r in rows})
+            # with nothing to embed, the model need not load: the old build knows the dimension
+            dim = int(old.info["dim"]) if reuse_ok and all(c.hash in reusable for c in flat) else embedder.dim
+            vectors = np.zeros((len(flat), dim), dtype=np.float32)
+            reuse_rows = [(i, reusable[c.hash]) for i, c in enumerate(flat) if c.hash in reusable]
+            if reuse_rows:
+                vectors[[i for i, _ in reuse_rows]] = old.vectors([j for _, j in reuse_rows])
+            todo = [i for i, c in enumerate(flat) if c.hash not in reusable]
+            report.reused, report.embedded = len(reuse_rows), len(todo)
+            progress("embedding", 0, len(todo))
+            if todo:
+                vectors[todo] = embedder.encode([flat[i].text for i in todo],
+                                                progress=lambda done, total: progress("embedding", done, total))
+        finally:
+            if old is not None:
+                old.close()
+        hooks.get("embedded", lambda: None)()
+
+        progress("writing", 0, 1)
+        build_dir = root.new_build_dir()
+        try:
+            index, index_type = make_faiss_index(vectors, dim)
+            doc_rows, chunk_rows, next_id = [], [], 0
+            for doc_id, (document, chunks) in enumerate(zip(documents, all_chunks)):
+                doc_rows.append({
+                    "id": doc_id, "doc": document.doc, "kind": document.kind, "title": document.title,
+                    "date": document.date.isoformat() if document.date else None, "url": document.url,
+                    "content_hash": document.content_hash, "text": document.text,
+                    "blocks": json.dumps([[b.start, b.end, b.page, b.section, b.line] for b in document.blocks]),
+                    "removed": json.dumps(document.removed), "n_chunks": len(chunks)})
+                for c in chunks:
+                    chunk_rows.append({"id": next_id, "doc_id": doc_id, "ord": c.ord, "start": c.start, "end": c.end,
+                                       "tokens": c.tokens, "page": c.page, "section": c.section,
+                                       "location": c.location, "text": c.text, "hash": c.hash})
+                    next_id += 1
+            report.seconds = time.perf_counter() - started
+            info = build_info(cfg, dim, index_type)
+            info.update({"documents": len(documents), "chunks": len(flat), "build_seconds": round(report.seconds, 2),
+                         "docs_dir": str(cfg.docs_dir)})
+            write_build(build_dir, info, doc_rows, chunk_rows, index)
+            hooks.get("written", lambda: None)()
+            root.publish(build_dir)
+        except BaseException:
+            root.discard(build_dir)
+            raise
+        report.build_dir = build_dir
+        report.seconds = time.perf_counter() - started
+        progress("done", 1, 1)
+        return report
+
+
+def open_snapshot(cfg: Config, dim: int | None = None) -> Snapshot:
+    """Open the live build, checking that it was made with the configured model (and dimension, if known)."""
+    current = IndexRoot(cfg.index_dir).current()
+    if current is None:
+        raise IndexMissing(f"no index in {cfg.index_dir}; run `citebot index` to build it")
+    snap = Snapshot(current)
+    model = snap.info.get("model")
+    if model != cfg.embedding.model or (dim is not None and snap.info.get("dim") != dim):
+        snap.close()
+        raise IndexMismatch(
+            f"the index was built with model {model} (dimension {snap.info.get('dim')}), but the configuration asks"
+            f" for {cfg.embedding.model}; run `citebot index --rebuild`")
+    return snap

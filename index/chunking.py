@@ -1,0 +1,145 @@
+"""Chunks: sentences from a real segmenter, packed to a budget of the embedding model's own word pieces."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from index.documents import Document
+
+# blingfire splits after these; a sentence ending in one is joined to the next ("Mr. Matthews").
+_ABBREVIATION = re.compile(
+    r"(?:^|[\s(“\"'])(?:Mr|Mrs|Ms|Mx|Dr|Prof|St|No|Nos|Insp|Supt|Sgt|Det|Cllr|Rev|Gen|Col|Capt|Lt|Hon|Sr|Jr|"
+    r"vs|etc|e\.g|i\.e|approx|Ch|Con|PC|DC|DS|DI|Co|Ltd|Inc|Fig|Vol|pp?|para|cf)\.$")
+
+
+class TokenCounter(Protocol):
+    """Counts word pieces of texts the way the embedding model will."""
+
+    def count(self, texts: Sequence[str]) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A passage of a document: its verbatim text, offsets into the cleaned text, and location."""
+    doc: str
+    ord: int
+    start: int
+    end: int
+    text: str
+    tokens: int
+    page: int | None
+    section: str | None
+    location: str
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+def split_sentences(text: str, base: int = 0) -> list[tuple[int, int]]:
+    """Sentence spans of `text` (offsets + `base`), line by line; together they cover every non-space character."""
+    import blingfire
+
+    spans: list[tuple[int, int]] = []
+    for line in re.finditer(r"[^\n]+", text):
+        chunk = line.group(0)
+        if not chunk.strip():
+            continue
+        try:
+            _, offsets = blingfire.text_to_sentences_and_offsets(chunk)
+        except Exception:  # blingfire rejects some control characters; fall back to the whole line
+            offsets = []
+        starts = sorted({s for s, _ in offsets if 0 <= s < len(chunk)}) or [0]
+        lead = len(chunk) - len(chunk.lstrip())
+        starts = [max(s, lead) for s in starts]
+        starts[0] = lead
+        pieces = []
+        for i, s in enumerate(starts):
+            e = starts[i + 1] if i + 1 < len(starts) else len(chunk)
+            piece = chunk[s:e].rstrip()
+            if not piece:
+                continue
+            if pieces and _ABBREVIATION.search(chunk[pieces[-1][0]:pieces[-1][1]]):
+                pieces[-1] = (pieces[-1][0], s + len(piece))
+            else:
+                pieces.append((s, s + len(piece)))
+        offset = base + line.start()
+        spans.extend((offset + s, offset + e) for s, e in pieces)
+    return spans
+
+
+def _split_long(text: str, start: int, end: int, budget: int, counter: TokenCounter) -> list[tuple[int, int, int]]:
+    """Cut one over-long sentence into pieces of at most `budget` word pieces, on word boundaries if possible."""
+    words = [(m.start() + start, m.end() + start) for m in re.finditer(r"\S+", text[start:end])]
+    counts = counter.count([text[s:e] for s, e in words])
+    pieces: list[tuple[int, int, int]] = []
+    cur_start, cur_end, cur_tokens = None, None, 0
+    for (s, e), n in zip(words, counts):
+        if n > budget:  # one "word" longer than the budget (a URL, a base64 blob): cut it by characters
+            if cur_start is not None:
+                pieces.append((cur_start, cur_end, cur_tokens))
+                cur_start, cur_tokens = None, 0
+            pieces.extend(_split_chars(text, s, e, budget, counter))
+            continue
+        if cur_start is not None and cur_tokens + n > budget:
+            pieces.append((cur_start, cur_end, cur_tokens))
+            cur_start, cur_tokens = None, 0
+        if cur_start is None:
+            cur_start = s
+        cur_end, cur_tokens = e, cur_tokens + n
+    if cur_start is not None:
+        pieces.append((cur_start, cur_end, cur_tokens))
+    return pieces
+
+
+def _split_chars(text: str, start: int, end: int, budget: int, counter: TokenCounter) -> list[tuple[int, int, int]]:
+    pieces, pos, width = [], start, max(budget, 8)
+    while pos < end:
+        stop = min(end, pos + width)
+        n = counter.count([text[pos:stop]])[0]
+        while n > budget and stop - pos > 1:
+            stop = pos + max(1, (stop - pos) // 2)
+            n = counter.count([text[pos:stop]])[0]
+        pieces.append((pos, stop, n))
+        pos = stop
+    return pieces
+
+
+def chunk_document(document: Document, counter: TokenCounter, max_tokens: int = 200,
+                   overlap: int = 1) -> list[Chunk]:
+    """Pack the document's sentences into chunks of at most `max_tokens` word pieces, `overlap` sentences shared.
+
+    A sentence is split only when it alone exceeds the budget. Chunks never cross a PDF page boundary.
+    """
+    text = document.text
+    spans = split_sentences(text)
+    counts = counter.count([text[s:e] for s, e in spans]) if spans else []
+    units: list[tuple[int, int, int]] = []
+    for (s, e), n in zip(spans, counts):
+        units.extend(_split_long(text, s, e, max_tokens, counter) if n > max_tokens else [(s, e, n)])
+    pages = [document.page_at(s) for s, _, _ in units]
+    chunks: list[Chunk] = []
+    i = 0
+    while i < len(units):
+        j, total = i, 0
+        while j < len(units) and total + units[j][2] <= max_tokens and pages[j] == pages[i]:
+            total += units[j][2]
+            j += 1
+        j = max(j, i + 1)
+        start, end = units[i][0], units[j - 1][1]
+        chunks.append(Chunk(document.doc, len(chunks), start, end, text[start:end], total, pages[i],
+                            document.section_at(start), document.location(start, end)))
+        if j >= len(units):
+            break
+        nxt = j
+        # step back over up to `overlap` sentences: at most half the budget, and the next sentence must still fit
+        while j - nxt < overlap and nxt - 1 > i and pages[nxt - 1] == pages[j]:
+            shared = sum(u[2] for u in units[nxt - 1:j])
+            if shared > max_tokens // 2 or shared + units[j][2] > max_tokens:
+                break
+            nxt -= 1
+        i = nxt
+    return chunks

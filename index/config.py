@@ -1,0 +1,150 @@
+"""Settings: config.toml, overridden by CITEBOT_<SECTION>_<KEY> environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or of the wrong type; the message names the key."""
+
+
+@dataclass
+class PathsConfig:
+    docs: str = "docs"
+    index: str = ".citebot/index"
+
+
+@dataclass
+class EmbeddingConfig:
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = 32
+    device: str = "cpu"
+    backend: str = "torch"
+
+
+@dataclass
+class ChunkingConfig:
+    max_tokens: int = 200
+    overlap_sentences: int = 1
+
+
+@dataclass
+class RetrievalConfig:
+    top_k: int = 5
+    mode: str = "dense"
+    min_score: float = 0.45
+    answer_sentences: int = 2
+
+
+@dataclass
+class BotConfig:
+    token_file: str = ""
+    ask_channels: list = field(default_factory=list)
+    use_threads: bool = True
+    reindex_role: str = ""
+    cooldown_seconds: float = 10.0
+    max_question_chars: int = 500
+    sync_on_start: bool = False
+    sharded: bool = False
+    view_timeout_seconds: float = 600.0
+
+
+@dataclass
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    bot: BotConfig = field(default_factory=BotConfig)
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    @property
+    def docs_dir(self) -> Path:
+        return (self.base_dir / self.paths.docs).resolve()
+
+    @property
+    def index_dir(self) -> Path:
+        return (self.base_dir / self.paths.index).resolve()
+
+
+_CHOICES = {
+    ("retrieval", "mode"): ("dense", "bm25", "hybrid"),
+    ("embedding", "backend"): ("torch", "onnx-int8"),
+}
+_POSITIVE = {("chunking", "max_tokens"), ("embedding", "batch_size"), ("retrieval", "top_k"),
+             ("bot", "max_question_chars")}
+
+
+def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
+    """Check `value` against the type of `default`; returns the value or raises ConfigError."""
+    name = f"{section}.{key}"
+    expected = type(default)
+    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(f"config: {name} = {value!r} is a {type(value).__name__}; expected {expected.__name__}")
+    if (section, key) in _CHOICES and value not in _CHOICES[(section, key)]:
+        raise ConfigError(f"config: {name} = {value!r}; expected one of {', '.join(_CHOICES[(section, key)])}")
+    if (section, key) in _POSITIVE and value <= 0:
+        raise ConfigError(f"config: {name} = {value!r}; expected a number above 0")
+    if (section, key) == ("chunking", "overlap_sentences") and not 0 <= value <= 3:
+        raise ConfigError(f"config: {name} = {value!r}; expected 0 to 3")
+    return value
+
+
+def _parse_env_value(raw: str) -> Any:
+    """An environment value is read as a TOML value if it is one (1, true, [1, 2]), else as a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Read config.toml (or `path`), apply CITEBOT_<SECTION>_<KEY> overrides and validate every value."""
+    env = os.environ if env is None else env
+    path = Path(path or env.get("CITEBOT_CONFIG") or DEFAULT_CONFIG)
+    if not path.exists():
+        raise ConfigError(f"config: file {path} not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+    cfg = Config(base_dir=path.resolve().parent)
+    sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "base_dir"}
+    for section, values in data.items():
+        if section not in sections:
+            log.warning("config: unknown section [%s] ignored", section)
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"config: {section} must be a table ([{section}])")
+        _apply(sections[section], section, values)
+    for name, obj in sections.items():
+        prefix = f"CITEBOT_{name.upper()}_"
+        overrides = {k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix)}
+        _apply(obj, name, overrides, source="environment")
+    return cfg
+
+
+def _apply(obj: Any, section: str, values: dict[str, Any], source: str = "config") -> None:
+    known = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        if key not in known:
+            log.warning("%s: unknown key %s.%s ignored", source, section, key)
+            continue
+        default = getattr(obj, key)
+        if source == "environment" and not isinstance(default, str):
+            value = _parse_env_value(value)
+        setattr(obj, key, _coerce(section, key, value, default))

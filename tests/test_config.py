@@ -1,0 +1,61 @@
+"""Configuration: defaults, environment overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from index.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_project_config_loads_with_every_section():
+    cfg = load_config(ROOT / "config.toml", env={})
+    assert cfg.docs_dir == ROOT / "docs"
+    assert cfg.embedding.model == "all-MiniLM-L6-v2" and cfg.chunking.max_tokens == 200
+
+
+def test_environment_overrides(tmp_path):
+    cfg = load_config(ROOT / "config.toml", env={"CITEBOT_RETRIEVAL_TOP_K": "8", "CITEBOT_PATHS_DOCS": str(tmp_path),
+                                                 "CITEBOT_BOT_ASK_CHANNELS": "[123, 456]",
+                                                 "CITEBOT_BOT_REINDEX_ROLE": "789",
+                                                 "CITEBOT_RETRIEVAL_MIN_SCORE": "1"})
+    assert cfg.retrieval.top_k == 8 and cfg.docs_dir == tmp_path
+    assert cfg.bot.ask_channels == [123, 456] and cfg.bot.reindex_role == "789"
+    assert cfg.retrieval.min_score == 1.0
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[retrieval]\ntop_k = 'five'\n", "retrieval.top_k = 'five' is a str; expected int"),
+    ("[retrieval]\nmode = 'magic'\n", "expected one of dense, bm25, hybrid"),
+    ("[chunking]\nmax_tokens = 0\n", "chunking.max_tokens = 0; expected a number above 0"),
+    ("[bot]\nuse_threads = 'yes'\n", "bot.use_threads"),
+    ("[paths\n", "not valid TOML"),
+])
+def test_bad_values_name_the_key(tmp_path, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_config(path, env={})
+
+
+def test_bad_environment_value_names_the_key():
+    with pytest.raises(ConfigError, match="embedding.batch_size"):
+        load_config(ROOT / "config.toml", env={"CITEBOT_EMBEDDING_BATCH_SIZE": "lots"})
+
+
+def test_unknown_keys_are_warned_not_fatal(tmp_path, caplog):
+    path = tmp_path / "c.toml"
+    path.write_text("[retrieval]\ntop_kk = 3\n[extras]\nx = 1\n")
+    with caplog.at_level(logging.WARNING):
+        cfg = load_config(path, env={})
+    assert cfg.retrieval.top_k == 5
+    assert "retrieval.top_kk" in caplog.text and "[extras]" in caplog.text
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml", env={})

@@ -1,0 +1,166 @@
+"""Loaders, cleaning and metadata: every supported type, broken files, and the seed corpus's quirks."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from index.documents import find_date, load_documents
+from pdfgen import make_pdf
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def by_name(docs, name):
+    return next(d for d in docs if d.doc.endswith(name))
+
+
+def test_txt_with_front_matter_overrides_metadata(tmp_path):
+    (tmp_path / "a.txt").write_text("---\ntitle: Custom title\ndate: 2019-05-04\nurl: https://example.org/r\n---\n"
+                                    "Saturday, September 09, 2017\nFirst line of the body here.\nMore text.\n")
+    docs, warnings = load_documents(tmp_path)
+    assert warnings == []
+    d = docs[0]
+    assert (d.title, d.date, d.url) == ("Custom title", dt.date(2019, 5, 4), "https://example.org/r")
+    assert d.text.startswith("First line of the body here.")
+    assert d.location(0, 5) == "line 7"  # source line numbers count the front matter
+
+
+def test_sidecar_overrides_metadata(tmp_path):
+    (tmp_path / "b.txt").write_text("Headline of the story\nBody text of the story.\n")
+    (tmp_path / "b.txt.meta.toml").write_text('title = "From sidecar"\ndate = 2018-06-01\n')
+    docs, warnings = load_documents(tmp_path)
+    assert warnings == [] and len(docs) == 1
+    assert docs[0].title == "From sidecar" and docs[0].date == dt.date(2018, 6, 1)
+
+
+def test_markdown_headings_become_sections(tmp_path):
+    (tmp_path / "r.md").write_text("# Annual report\n\nIntro words here.\n\n## Findings\n\nThe force was "
+                                   "[rated good](https://x.org). Another sentence.\n")
+    d = load_documents(tmp_path)[0][0]
+    assert d.title == "Annual report"
+    start = d.text.index("The force")
+    assert "§ Findings" in d.location(start, start + 10)
+    assert "rated good" in d.text and "https://x.org" not in d.text
+
+
+def test_html_drops_scripts_and_navigation(tmp_path):
+    (tmp_path / "p.html").write_text(
+        "<html><head><title>Inspection news</title><meta property='article:published_time' "
+        "content='2021-03-04T10:00:00Z'><link rel='canonical' href='https://news.example/x'></head><body>"
+        "<nav>Home | News</nav><script>var ad = 1;</script><h1>Force rated good</h1>"
+        "<p>The inspectorate rated the force <b>good</b> overall.</p><p>Hide Ad</p>"
+        "<footer>Copyright 2021</footer></body></html>")
+    d = load_documents(tmp_path)[0][0]
+    assert d.title == "Inspection news"
+    assert d.date == dt.date(2021, 3, 4) and d.url == "https://news.example/x"
+    assert "The inspectorate rated the force good overall." in d.text
+    for gone in ("var ad", "Home | News", "Copyright", "Hide Ad"):
+        assert gone not in d.text
+
+
+def test_pdf_keeps_page_numbers(tmp_path):
+    (tmp_path / "r.pdf").write_bytes(make_pdf([["Report on policing.", "Page one text."],
+                                               ["Page two says 8,300 crimes were added."]], title="PDF report"))
+    d = load_documents(tmp_path)[0][0]
+    assert d.title == "PDF report"
+    start = d.text.index("8,300")
+    assert d.page_at(start) == 2 and d.location(start, start + 5).startswith("p. 2")
+    assert d.page_at(0) == 1
+
+
+def test_docx_paragraphs_headings_and_tables(tmp_path):
+    import docx
+    document = docx.Document()
+    document.add_heading("Crime data report", level=1)
+    document.add_paragraph("The force recorded 76 per cent of crimes.")
+    document.add_heading("Recommendations", level=2)
+    document.add_paragraph("Improve the recording of violent crime.")
+    table = document.add_table(rows=1, cols=2)
+    table.rows[0].cells[0].text, table.rows[0].cells[1].text = "Grade", "Inadequate"
+    document.save(tmp_path / "r.docx")
+    d = load_documents(tmp_path)[0][0]
+    assert d.title == "Crime data report"
+    assert "76 per cent" in d.text and "Grade | Inadequate" in d.text
+    start = d.text.index("Improve")
+    assert "§ Recommendations" in d.location(start, start + 7)
+
+
+def test_broken_and_unknown_files_are_reported_and_skipped(tmp_path):
+    (tmp_path / "good.txt").write_text("A good document with words in it.\n")
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
+    (tmp_path / "broken.docx").write_bytes(b"PK not a zip")
+    (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n")
+    (tmp_path / "binary.txt").write_bytes(b"\x00\x01\x02binary")
+    (tmp_path / "empty.md").write_text("")
+    docs, warnings = load_documents(tmp_path)
+    assert [d.doc for d in docs] == ["good.txt"]
+    text = "\n".join(warnings)
+    for name in ("broken.pdf", "broken.docx", "image.png", "binary.txt", "empty.md"):
+        assert name in text
+    assert "unsupported file type '.png'" in text
+
+
+def test_encrypted_pdf_is_reported(tmp_path):
+    from io import BytesIO
+    from pypdf import PdfReader, PdfWriter
+    writer = PdfWriter(clone_from=PdfReader(BytesIO(make_pdf([["secret text"]]))))
+    writer.encrypt("pw")
+    with open(tmp_path / "locked.pdf", "wb") as fh:
+        writer.write(fh)
+    docs, warnings = load_documents(tmp_path)
+    assert docs == [] and "locked.pdf" in warnings[0] and "encrypted" in warnings[0]
+
+
+def test_latin1_text_and_nested_folders(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "old.txt").write_bytes("Café report from the força.\n".encode("latin-1"))
+    d = load_documents(tmp_path)[0][0]
+    assert d.doc == "a/b/old.txt" and "Café" in d.text
+
+
+def test_dates_in_the_seed_formats():
+    assert find_date("Saturday, September 09, 2017")[0] == dt.date(2017, 9, 9)
+    assert find_date(" date 2017-09-07 Leicestershire")[0] == dt.date(2017, 9, 7)
+    assert find_date("Issued on 2/3/17 at 12:00 a.m.")[0] == dt.date(2017, 3, 2)  # UK order
+    assert find_date("Police said on 4 March 2021 that")[0] == dt.date(2021, 3, 4)
+    assert find_date("a re-inspection in 2018") is None
+
+
+def test_seed_cleaning_and_metadata():
+    docs, warnings = load_documents(DOCS)
+    assert warnings == [] and len(docs) == 5
+    peel = by_name(docs, "hmicfrs-peel-public-contact-rated-adequate.txt")
+    headline = "Leicestershire Police’s response to dealing with the public has been rated just “adequate” by a 999 watchdog"
+    assert peel.title == headline
+    assert peel.text.count("rated just “adequate” by a 999 watchdog") == 1  # repeated headline appears once
+    assert "Hide Ad" not in peel.text and peel.removed.count("Hide Ad") == 10
+    roundup = by_name(docs, "2017-09-09_leicestershire-police-news-roundup-crime-recording.txt")
+    assert roundup.date == dt.date(2017, 9, 9) and "Get the report" not in roundup.text
+    assert roundup.title == "Leicestershire Police Not Much Good In The News This Week"
+    news = by_name(docs, "2017-09-07_news-failing-to-record-one-in-four-crimes.txt")
+    assert news.date == dt.date(2017, 9, 7) and not news.text.startswith("date")
+    effectiveness = by_name(docs, "2017-03-02_hmic-effectiveness-requires-improvement.txt")
+    assert effectiveness.date == dt.date(2017, 3, 2)
+    assert effectiveness.url == "https://www.justiceinspectorates.gov.uk/hmic/leicestershire/"
+    assert effectiveness.text.count("HMIC conclude that the Force needs to:") == 2  # a lead-in, not a headline
+    reinspection = by_name(docs, "2018_hmicfrs-crime-data-integrity-reinspection-press-release.txt")
+    assert reinspection.text.count("Leicestershire Police: Crime Data Integrity re-inspection 2018") == 1
+    assert reinspection.date is None  # the text names a year only: undated rather than a guess
+
+
+def test_missing_docs_folder(tmp_path):
+    from index.documents import LoadError
+    with pytest.raises(LoadError, match="does not exist"):
+        load_documents(tmp_path / "nope")
+
+
+def test_symlink_loop_is_skipped(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.txt").write_text("Some text in a nested file.\n")
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path)
+    docs, warnings = load_documents(tmp_path)
+    assert [d.doc for d in docs] == ["sub/a.txt"]
+    assert any("symlink loop" in w for w in warnings)
