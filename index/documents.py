@@ -96,8 +96,15 @@ class Document:
 
 # ---------------------------------------------------------------- reading files
 
+_MAGIC = {b"%PDF-": "a PDF", b"PK\x03\x04": "a zip/Office", b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image",
+          b"GIF8": "a GIF image", b"\xd0\xcf\x11\xe0": "an old Office"}
+
+
 def _decode(data: bytes, name: str) -> str:
     head = data[:8192]
+    for magic, what in _MAGIC.items():
+        if head.startswith(magic):
+            raise LoadError(f"{what} file with a text file's name; rename it")
     if b"\x00" in head:
         raise LoadError("binary file (NUL bytes), not text")
     for encoding in ("utf-8-sig", "cp1252", "latin-1"):
