@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc", help="only this document (path relative to the docs folder, or a glob)")
     p.add_argument("--after", type=_date, help="only documents dated on or after YYYY-MM-DD")
     p.add_argument("--before", type=_date, help="only documents dated on or before YYYY-MM-DD")
+    p.add_argument("--mode", choices=("dense", "bm25", "hybrid"),
+                   help="retrieval: vectors, keywords or both fused (default: retrieval.mode)")
 
     sub.add_parser("chat", help="terminal chat over the documents (builds the index if needed)")
     p = sub.add_parser("docs", help="list the indexed documents with title, date and chunk count")
@@ -113,7 +115,7 @@ def _ensure_index(kb) -> None:
 def cmd_ask(kb, args) -> int:
     from bot.console import format_answer
     from index.kb import UserError
-    filters = {"doc": args.doc, "after": args.after, "before": args.before}
+    filters = {"doc": args.doc, "after": args.after, "before": args.before, "mode": args.mode}
     if args.question != "-":
         answer = kb.ask(args.question, args.k, **filters)
         if args.json:
@@ -175,7 +177,7 @@ def cmd_run(kb, args) -> int:
 COMMANDS = {"index": cmd_index, "ask": cmd_ask, "chat": cmd_chat, "docs": cmd_docs, "run": cmd_run}
 # Modules that add their own sub-commands: each has add_commands(subparsers) -> {name: handler(kb, args)}.
 # Keep their top-level imports light: `citebot --help` imports them all.
-EXTENSIONS: list[str] = []
+EXTENSIONS: list[str] = ["bot.cli_retrieval", "bot.cli_summary", "bot.cli_bench", "bot.discord.cli"]
 
 
 def main(argv: list[str] | None = None) -> int:

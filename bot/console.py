@@ -46,7 +46,7 @@ def format_answer(answer: Answer, color: bool = False) -> str:
         out.append("")
         shown = answer.passages
     else:
-        out.append("The documents do not seem to answer this. Possibly related:")
+        out.append("The documents do not answer this question. The closest passages, possibly related:")
         out.append("")
         shown = answer.passages[:3]
     out.extend(format_passage(i, p, color) + "\n" for i, p in enumerate(shown, 1))

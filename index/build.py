@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -51,6 +52,7 @@ class BuildReport:
 def build_info(cfg: Config, dim: int, index_type: str) -> dict:
     return {
         "model": cfg.embedding.model,
+        "backend": cfg.embedding.backend,
         "dim": dim,
         "max_tokens": cfg.chunking.max_tokens,
         "overlap_sentences": cfg.chunking.overlap_sentences,
@@ -60,13 +62,32 @@ def build_info(cfg: Config, dim: int, index_type: str) -> dict:
     }
 
 
-def make_faiss_index(vectors: np.ndarray, dim: int):
-    """An exact inner-product index (vectors are unit length, so this is cosine similarity)."""
+def make_faiss_index(vectors: np.ndarray, dim: int, cfg=None):
+    """The inner-product index of `vectors` (unit length, so scores are cosines) and its type name.
+
+    Exact search ("flat") below `cfg.exact_below` chunks, HNSW from there on (see index/README-PERF.md for the
+    measurements behind the defaults); `cfg.storage = "float16"` halves the memory ("flat-fp16", "hnsw-fp16").
+    """
     import faiss
-    index = faiss.IndexFlatIP(dim)
+    from index.config import VectorsConfig
+    cfg = cfg or VectorsConfig()
+    half = cfg.storage == "float16"
+    ip = faiss.METRIC_INNER_PRODUCT
+    if len(vectors) < cfg.exact_below:
+        kind = "flat"
+        index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, ip) if half else faiss.IndexFlatIP(dim)
+    else:
+        kind = "hnsw"
+        index = (faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, cfg.hnsw_m, ip) if half
+                 else faiss.IndexHNSWFlat(dim, cfg.hnsw_m, ip))
+        index.hnsw.efConstruction = cfg.ef_construction
+        index.hnsw.efSearch = cfg.ef_search  # saved in the index file: the build decides
     if len(vectors):
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index, "flat"
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not index.is_trained:
+            index.train(x)
+        index.add(x)
+    return index, kind + ("-fp16" if half else "")
 
 
 def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress: Progress | None = None,
@@ -101,10 +122,12 @@ def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress
                 log.warning("previous index unreadable (%s); building from scratch", exc)
         try:
             old_docs = {d.doc: d for d in old.documents()} if old else {}
-            reuse_ok = bool(old) and not rebuild and old.info.get("model") == cfg.embedding.model
+            reuse_ok = (bool(old) and not rebuild and old.info.get("model") == cfg.embedding.model
+                        and old.info.get("backend", "torch") == cfg.embedding.backend)
             if old and not rebuild and not reuse_ok:
-                log.warning("model changed from %s to %s: every chunk is embedded again",
-                            old.info.get("model"), cfg.embedding.model)
+                log.warning("model or backend changed (%s/%s to %s/%s): every chunk is embedded again",
+                            old.info.get("model"), old.info.get("backend", "torch"), cfg.embedding.model,
+                            cfg.embedding.backend)
 
             all_chunks: list[list[Chunk]] = []
             for n, document in enumerate(documents, 1):
@@ -152,7 +175,7 @@ def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress
         progress("writing", 0, 1)
         build_dir = root.new_build_dir()
         try:
-            index, index_type = make_faiss_index(vectors, dim)
+            index, index_type = make_faiss_index(vectors, dim, cfg.vectors)
             doc_rows, chunk_rows, next_id = [], [], 0
             for doc_id, (document, chunks) in enumerate(zip(documents, all_chunks)):
                 doc_rows.append({
@@ -169,8 +192,10 @@ def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress
             report.seconds = time.perf_counter() - started
             info = build_info(cfg, dim, index_type)
             info.update({"documents": len(documents), "chunks": len(flat), "build_seconds": round(report.seconds, 2),
-                         "docs_dir": str(cfg.docs_dir)})
+                         "docs_dir": str(cfg.docs_dir), "vectors": dataclasses.asdict(cfg.vectors)})
             write_build(build_dir, info, doc_rows, chunk_rows, index)
+            from index.bm25 import BM25_DIR, KeywordIndex  # the keyword index is part of the same build
+            KeywordIndex.build([c["text"] for c in chunk_rows]).save(build_dir / BM25_DIR)
             hooks.get("written", lambda: None)()
             root.publish(build_dir)
         except BaseException:

@@ -30,7 +30,8 @@ class EmbeddingConfig:
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = 32
     device: str = "cpu"
-    backend: str = "torch"
+    backend: str = "onnx-int8"
+    threads: int = 0                    # CPU threads for the model; 0: one per core
 
 
 @dataclass
@@ -42,9 +43,45 @@ class ChunkingConfig:
 @dataclass
 class RetrievalConfig:
     top_k: int = 5
-    mode: str = "dense"
-    min_score: float = 0.45
+    mode: str = "hybrid"
+    min_score: float = 0.33             # best answer-sentence score for a confident answer (calibrated)
     answer_sentences: int = 2
+    fusion: str = "convex"              # "convex" (weighted min-max scores) or "rrf" (reciprocal rank fusion)
+    dense_weight: float = 0.5           # convex fusion: weight of the dense score (1 - it for BM25)
+    rrf_k: int = 60                     # rrf fusion: the constant k in 1 / (k + rank)
+    candidates: int = 50                # passages each ranking contributes before fusion
+    duplicate_threshold: float = 0.5    # shared word 5-grams (of the shorter passage) that make a near-duplicate
+    sentence_lexical_weight: float = 0.3  # answer sentences: weight of query-word overlap beside cosine
+
+
+@dataclass
+class VectorsConfig:
+    """How chunk vectors are stored and searched (fixed at build time, recorded in the build)."""
+    exact_below: int = 200000           # chunks: below this, exact search (flat); from it on, HNSW
+    hnsw_m: int = 32                    # HNSW: links per vector (memory +8*M bytes per vector)
+    ef_construction: int = 80           # HNSW: search depth while building (build time vs graph quality)
+    ef_search: int = 384                # HNSW: search depth per query (latency vs recall@10)
+    storage: str = "float32"            # "float32" or "float16" (half the memory, scores within ~1e-3)
+
+
+@dataclass
+class SummaryConfig:
+    """Settings of summaries and timelines (the [summary] section of config.toml, when the config has one)."""
+    sentences: int = 5                  # sentences in a document summary
+    max_chars: int = 0                  # characters in a document summary (0: no limit besides `sentences`)
+    diversity: float = 0.3              # MMR: weight of redundancy against centrality (0 to 1)
+    fact_boost: float = 0.5             # lift of a sentence with a grade (x1) or a figure (x0.7)
+    fact_gate: float = 0.25             # ... in full only from this centrality (0 to 1) on, less below it
+    lead_weight: float = 0.1            # lift of a document's opening sentences (news leads)
+    min_words: int = 5                  # shorter sentences (labels, "X said:") are not chosen
+    topic_per_doc: int = 3              # sentences per document in a topic summary
+    topic_docs: int = 8                 # documents in a topic summary
+    timeline_per_doc: int = 2           # entries per document in a timeline
+    timeline_entries: int = 20          # entries in a timeline
+    candidates: int = 30                # passages retrieved for a topic before sentences are scored
+    margin: float = 0.12                # a document's further sentences score within this of its best
+    relative: float = 0.65              # a document speaks to a topic if its best sentence scores this share
+                                        # of the best one overall (and reaches retrieval.min_score)
 
 
 @dataclass
@@ -66,6 +103,8 @@ class Config:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    vectors: VectorsConfig = field(default_factory=VectorsConfig)
+    summary: SummaryConfig = field(default_factory=SummaryConfig)
     bot: BotConfig = field(default_factory=BotConfig)
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -81,9 +120,18 @@ class Config:
 _CHOICES = {
     ("retrieval", "mode"): ("dense", "bm25", "hybrid"),
     ("embedding", "backend"): ("torch", "onnx-int8"),
+    ("retrieval", "fusion"): ("convex", "rrf"),
+    ("vectors", "storage"): ("float32", "float16"),
 }
 _POSITIVE = {("chunking", "max_tokens"), ("embedding", "batch_size"), ("retrieval", "top_k"),
-             ("bot", "max_question_chars")}
+             ("bot", "max_question_chars"), ("retrieval", "rrf_k"), ("retrieval", "candidates"),
+             ("vectors", "hnsw_m"), ("vectors", "ef_construction"), ("vectors", "ef_search"),
+             ("summary", "sentences"), ("summary", "min_words"), ("summary", "topic_per_doc"),
+             ("summary", "topic_docs"), ("summary", "timeline_per_doc"), ("summary", "timeline_entries"),
+             ("summary", "candidates")}
+_UNIT = {("retrieval", "dense_weight"), ("retrieval", "duplicate_threshold"),
+         ("retrieval", "sentence_lexical_weight"), ("summary", "diversity"), ("summary", "fact_gate"),
+         ("summary", "relative"), ("summary", "margin")}
 
 
 def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
@@ -99,6 +147,12 @@ def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
         raise ConfigError(f"config: {name} = {value!r}; expected one of {', '.join(_CHOICES[(section, key)])}")
     if (section, key) in _POSITIVE and value <= 0:
         raise ConfigError(f"config: {name} = {value!r}; expected a number above 0")
+    if (section, key) in _UNIT and not 0.0 <= value <= 1.0:
+        raise ConfigError(f"config: {name} = {value!r}; expected a number from 0 to 1")
+    if (section, key) == ("embedding", "threads") and value < 0:
+        raise ConfigError(f"config: {name} = {value!r}; expected 0 (one per core) or a number of threads")
+    if (section, key) == ("vectors", "exact_below") and value < 0:
+        raise ConfigError(f"config: {name} = {value!r}; expected a number of chunks, 0 or more (0: always HNSW)")
     if (section, key) == ("chunking", "overlap_sentences") and not 0 <= value <= 3:
         raise ConfigError(f"config: {name} = {value!r}; expected 0 to 3")
     return value

@@ -39,6 +39,16 @@ def resolve_model(name: str) -> str:
     return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
 
 
+def set_threads(threads: int = 0) -> None:
+    """Fix torch's CPU thread count (0: one per core). Set explicitly: with the default, a short encode on a
+    busy 2-core machine was measured at ~490 ms instead of ~15 ms (see index/README-PERF.md)."""
+    import torch
+    n = threads if threads > 0 else (os.cpu_count() or 1)
+    if torch.get_num_threads() != n or not getattr(set_threads, "done", False):
+        torch.set_num_threads(n)
+        set_threads.done = True
+
+
 class Embedder:
     """A sentence-transformers model behind a lock: `encode` texts to unit vectors, `count` word pieces."""
 
@@ -62,6 +72,10 @@ class Embedder:
         return self._model
 
     def _load(self):
+        set_threads(self.cfg.threads)
+        if self.cfg.backend == "onnx-int8":
+            from index.onnx_encoder import OnnxEncoder
+            return OnnxEncoder.load(resolve_model(self.name), threads=self.cfg.threads)
         from sentence_transformers import SentenceTransformer
         target = resolve_model(self.name)
         try:
@@ -115,10 +129,13 @@ class Embedder:
         model = self.model
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         step = max(batch * 8, 256) if progress else max(len(texts), 1)
+        # longest first over all texts, not only within each slice: batches of like lengths pad less
+        order = np.argsort([-len(t) for t in texts], kind="stable") if progress else np.arange(len(texts))
         for i in range(0, len(texts), step):
-            part = list(texts[i:i + step])
-            out[i:i + len(part)] = model.encode(part, batch_size=batch, normalize_embeddings=True,
-                                                convert_to_numpy=True, show_progress_bar=False)
+            rows = order[i:i + step]
+            part = [texts[j] for j in rows]
+            out[rows] = model.encode(part, batch_size=batch, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False)
             if progress:
                 progress(i + len(part), len(texts))
         return out

@@ -13,9 +13,9 @@ from index.answer import Answer
 from index.build import BuildError, BuildReport, Progress, build_index, open_snapshot
 from index.config import Config
 from index.embedding import Embedder, EmbeddingError
-from index.search import Filters, NoMatchingDocuments, Searcher
+from index.search import MODES, Filters, NoMatchingDocuments, Searcher
 from index.store import (BuildInProgress as _StoreBuildInProgress, DocInfo, FeedbackStore, IndexMismatch,
-                         IndexMissing, IndexRoot)
+                         IndexMissing, IndexRoot, SummaryCache)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,15 @@ class UserError(ValueError):
 
 class BuildInProgress(UserError):
     """A build is already running."""
+
+
+class DocumentNotFound(UserError):
+    """A document name matches none (or several) of the indexed documents; `suggestions` are the closest."""
+
+    def __init__(self, message: str, suggestions: Sequence[DocInfo] = (), ambiguous: bool = False):
+        super().__init__(message)
+        self.suggestions = list(suggestions)
+        self.ambiguous = ambiguous
 
 
 def clean_question(question: str, limit: int = MAX_QUESTION_CHARS) -> str:
@@ -59,6 +68,11 @@ class KnowledgeBase:
         self._searcher: Searcher | None = None
         self._lock = threading.Lock()
         self._building = threading.Lock()
+        self._warmed = threading.Event()
+        self._warm_thread: threading.Thread | None = None
+        self.warm_error: str | None = None
+        self.summary_cache = SummaryCache(cfg.index_dir)
+        self._sentence_vectors = None  # index.summarize.SentenceVectors, made on first use
 
     # ------------------------------------------------------------ state
     @property
@@ -100,11 +114,52 @@ class KnowledgeBase:
         # The old snapshot is left to the garbage collector: a query may still be reading it.
         del old
 
+    # ------------------------------------------------------------ start-up
+    @property
+    def ready(self) -> bool:
+        """True once questions are answered without loading anything first: `warm_up` has finished (even if it
+        failed: then questions report the problem as usual) or the model is already loaded."""
+        return self._warmed.is_set() or self.embedder.loaded
+
+    def warm_up(self, background: bool = True) -> threading.Thread | None:
+        """Load the model (and run it once) and open the live index with its keyword index, in a daemon thread
+        unless `background` is false; `ready` turns true when it is done. A second call while one runs or
+        after it finished does nothing. Failures are logged and kept in `warm_error`."""
+        if self._warm_thread is not None or self._warmed.is_set():
+            return self._warm_thread
+
+        def work() -> None:
+            try:
+                self.embedder.encode(["warm up"])
+                if self.has_index():
+                    searcher = self.searcher()
+                    getattr(searcher.snap, "keyword", None)
+            except Exception as exc:  # reported when a question needs what failed
+                self.warm_error = str(exc) or type(exc).__name__
+                log.warning("warm-up: %s", self.warm_error)
+            finally:
+                self._warmed.set()
+
+        if not background:
+            work()
+            return None
+        self._warm_thread = threading.Thread(target=work, name="citebot-warm-up", daemon=True)
+        self._warm_thread.start()
+        return self._warm_thread
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until warm-up has finished (or `timeout` seconds); returns `ready`."""
+        if self._warm_thread is not None:
+            self._warm_thread.join(timeout)
+        return self.ready
+
     # ------------------------------------------------------------ questions
     def ask(self, question: str, k: int | None = None, *, doc: str | None = None, after: dt.date | None = None,
-            before: dt.date | None = None) -> Answer:
-        """Answer `question` from the live index."""
+            before: dt.date | None = None, mode: str | None = None) -> Answer:
+        """Answer `question` from the live index; `mode` (dense, bm25, hybrid) overrides retrieval.mode."""
         text = clean_question(question)
+        if mode is not None and mode not in MODES:
+            raise UserError(f"unknown mode '{mode}'; expected one of {', '.join(MODES)}")
         if k is not None and not 1 <= k <= 50:
             raise UserError("k must be between 1 and 50")
         if after and before and after > before:
@@ -112,7 +167,7 @@ class KnowledgeBase:
         searcher = self.searcher()
         self._check_model(searcher)
         try:
-            answer = searcher.search(text, k, Filters(doc, after, before))
+            answer = searcher.search(text, k, Filters(doc, after, before), mode=mode)
         except NoMatchingDocuments as exc:
             raise UserError(str(exc)) from None
         answer.question = question.strip() if question.strip() else text
@@ -166,4 +221,134 @@ class KnowledgeBase:
         finally:
             self._building.release()
         self.reload()
+        self._refresh_summaries(rebuild)
         return report
+
+    # ------------------------------------------------------------ summaries and timelines
+    def resolve_document(self, name: str) -> DocInfo:
+        """The indexed document `name` stands for: a path relative to the docs folder, or a unique part of a
+        file name or title (matched forgivingly). DocumentNotFound (a UserError) lists the closest matches
+        when it is unknown or ambiguous; a path outside the docs folder is refused."""
+        return self._resolve(self.searcher().docs, name)
+
+    def _resolve(self, docs: Sequence[DocInfo], name: str) -> DocInfo:
+        import os
+        from pathlib import Path
+        from index.summarize import match_documents
+        if not isinstance(name, str) or not name.strip():
+            raise UserError("name a document (a file name or a part of its title)")
+        name = name.strip()
+        if len(name) > 500:
+            raise UserError("that document name is too long")
+        if name.startswith(("/", "~", ".")) or "/" in name or "\\" in name or os.sep in name:
+            root = self.cfg.docs_dir.resolve()
+            path = Path(name.replace("\\", "/")).expanduser()
+            full = (path if path.is_absolute() else root / path).resolve()
+            if not full.is_relative_to(root):
+                raise UserError(f"'{name}' is outside the docs folder; name a document inside it")
+            if full != root:
+                name = full.relative_to(root).as_posix()
+        matches, suggestions = match_documents(name, docs)
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            shown = ", ".join(f"{d.doc} ({d.title[:60]})" for d in matches[:5])
+            raise DocumentNotFound(f"'{name}' matches {len(matches)} documents: {shown}; give more of the name",
+                                   matches, ambiguous=True)
+        hint = f"; closest: {', '.join(d.doc for d in suggestions)}" if suggestions else ""
+        raise DocumentNotFound(f"no indexed document matches '{name}'{hint}", suggestions)
+
+    def suggest_documents(self, text: str, limit: int = 25) -> list[DocInfo]:
+        """Documents whose title or file name best match `text` (fuzzy), at most `limit` (for autocomplete)."""
+        from index.summarize import suggest_documents
+        return suggest_documents(text or "", self.searcher().docs, limit=max(0, min(limit, 25)))
+
+    def _vectors(self):
+        from index.summarize import SentenceVectors
+        with self._lock:
+            if self._sentence_vectors is None:
+                self._sentence_vectors = SentenceVectors(self.embedder.encode)
+            return self._sentence_vectors
+
+    def summary(self, name: str, sentences: int | None = None, chars: int | None = None):
+        """The extractive summary (`index.summarize.Summary`) of the document `name` (see resolve_document):
+        `sentences` sentences or at most `chars` characters, cached by the document's content hash."""
+        import time
+        from index import summarize as sm
+        started = time.perf_counter()
+        if sentences is not None and not 1 <= sentences <= 50:
+            raise UserError("a summary has 1 to 50 sentences")
+        if chars is not None and not 100 <= chars <= 20000:
+            raise UserError("a summary's length in characters must be between 100 and 20000")
+        searcher = self.searcher()
+        info = self._resolve(searcher.docs, name)
+        document = searcher.snap.document(info.doc)
+        if document is None:
+            raise UserError(f"{info.doc} is no longer in the index; try again")
+        cfg = sm.summary_config(self.cfg)
+        params = sm.summary_params(sentences, chars, cfg)
+        model = searcher.snap.info.get("model") or self.cfg.embedding.model
+        hit = self.summary_cache.get(info.content_hash, model, params)
+        if hit and all(0 <= s < e <= len(document.text) for s, e in hit["spans"]):
+            return sm.summary_from_spans(document, hit["spans"], hit["total"], hit["whole"], cached=True,
+                                         elapsed_ms=(time.perf_counter() - started) * 1000)
+        self._check_model(searcher)
+        result = sm.summarize_document(document, self._vectors(), cfg, sentences, chars)
+        result.elapsed_ms = (time.perf_counter() - started) * 1000
+        try:
+            self.summary_cache.put(info.content_hash, model, params, info.doc,
+                                   [(s.start, s.end) for s in result.sentences], result.whole, result.total,
+                                   result.elapsed_ms / 1000)
+        except Exception as exc:  # a read-only or full disk costs the cache, not the answer
+            log.warning("summary cache not written: %s", exc)
+        return result
+
+    def _topic(self, topic: str):
+        from index import summarize as sm
+        text = clean_question(topic)
+        searcher = self.searcher()
+        self._check_model(searcher)
+        cfg = sm.summary_config(self.cfg)
+        scored = sm.topic_sentences(searcher, text, self._vectors(), searcher.snap.document, cfg)
+        return text, scored, cfg, self.cfg.retrieval.min_score
+
+    def topic_summary(self, topic: str):
+        """The sentences of each document that speaks to `topic`, grouped by document, newest first
+        (`index.summarize.TopicSummary`); near-duplicates collapsed."""
+        import time
+        from index import summarize as sm
+        started = time.perf_counter()
+        text, scored, cfg, min_score = self._topic(topic)
+        result = sm.topic_summary(topic.strip() or text, scored, cfg, min_score)
+        result.elapsed_ms = (time.perf_counter() - started) * 1000
+        return result
+
+    def timeline(self, topic: str):
+        """The passages relevant to `topic` in order of their document's date, undated last
+        (`index.summarize.Timeline`)."""
+        import time
+        from index import summarize as sm
+        started = time.perf_counter()
+        text, scored, cfg, min_score = self._topic(topic)
+        result = sm.timeline(topic.strip() or text, scored, cfg, min_score)
+        result.elapsed_ms = (time.perf_counter() - started) * 1000
+        return result
+
+    def _refresh_summaries(self, rebuild: bool = False) -> None:
+        """After a build: drop cached summaries of documents that changed or left (all of them on a rebuild)
+        and make the default summary again of each changed document that had one."""
+        from index import summarize as sm
+        try:
+            searcher = self.searcher()
+            model = searcher.snap.info.get("model") or self.cfg.embedding.model
+            live = {d.content_hash for d in searcher.docs}
+            gone = self.summary_cache.prune(set() if rebuild else live, model)
+            default = sm.summary_params(None, None, sm.summary_config(self.cfg))
+            current = {d.doc for d in searcher.docs}
+            again = sorted({e["doc"] for e in gone if e["params"] == default and e["doc"] in current})
+            for doc in again:
+                self.summary(doc)
+            if gone:
+                log.info("summaries: %d stale dropped, %d made again", len(gone), len(again))
+        except Exception as exc:  # the index is built and live; a summary can still be made on request
+            log.warning("summaries not refreshed after the build: %s", exc)

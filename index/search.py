@@ -1,10 +1,28 @@
-"""Retrieval: question -> top passages with their answer sentences and a confidence -> `Answer`."""
+"""Retrieval: question -> dense + BM25 rankings -> fusion -> near-duplicate collapse -> answer sentences ->
+confidence -> `Answer`.
+
+- Dense: cosine similarity of the question's vector with each chunk's (exact FAISS inner product).
+- BM25: `index.bm25.KeywordIndex`, built from the same chunks; row i = chunk id i in both.
+- Hybrid: each ranking contributes its best `retrieval.candidates` chunks; every chunk of that pool gets both
+  scores exactly, and they are fused by a convex combination of min-max normalised scores (the default,
+  measured best; see index/README-RETRIEVAL.md) or by reciprocal rank fusion.
+- Near-duplicates (the same quotation in two outlets) are shown once: the strongest passage, with the
+  documents of the others in `duplicates`.
+- Answer sentences: in each passage, the sentence(s) scoring best on cosine with the question plus a weighted
+  share of the question's words they contain. Sentence vectors are cached per chunk, so a passage is
+  embedded once per build, not once per question.
+- Confidence: the best answer sentence's score among the returned passages must reach `retrieval.min_score`
+  (calibrated on the team's question set against off-topic questions; see index/README-RETRIEVAL.md).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import re
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,9 +33,18 @@ from index.config import RetrievalConfig
 from index.embedding import Embedder
 from index.store import Snapshot
 
+MODES = ("dense", "bm25", "hybrid")
+SHINGLE = 5              # words per shingle for near-duplicate detection
+ANSWER_DUPLICATE = 0.8   # answer sentences sharing this share of shingles say the same thing
+SENTENCE_CACHE = 20000   # chunks whose sentence vectors are kept in memory
+
 
 class NoMatchingDocuments(ValueError):
     """The filters leave no document to search."""
+
+
+class UnknownMode(ValueError):
+    """A retrieval mode other than dense, bm25 or hybrid."""
 
 
 @dataclass
@@ -34,6 +61,96 @@ class Filters:
         return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in vars(self).items() if v}
 
 
+@dataclass
+class Hit:
+    """A chunk ranked for a question, with the scores that put it there."""
+    chunk_id: int
+    dense: float
+    bm25: float
+    fused: float
+
+    @property
+    def scores(self) -> dict[str, float]:
+        return {"dense": self.dense, "bm25": self.bm25, "fused": self.fused}
+
+
+# ---------------------------------------------------------------- fusion (pure functions)
+
+def minmax(x: np.ndarray) -> np.ndarray:
+    """Scores scaled to [0, 1] over the candidate pool; all 0 when they are all equal."""
+    x = np.asarray(x, dtype=np.float64)
+    if not len(x):
+        return x
+    lo, hi = float(x.min()), float(x.max())
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+
+
+def ranks(x: np.ndarray) -> np.ndarray:
+    """1-based rank of each score, highest first (ties broken by position)."""
+    order = np.argsort(-np.asarray(x), kind="stable")
+    out = np.empty(len(order), dtype=np.int64)
+    out[order] = np.arange(1, len(order) + 1)
+    return out
+
+
+def fuse_convex(dense: np.ndarray, bm25: np.ndarray, dense_weight: float) -> np.ndarray:
+    """w * minmax(dense) + (1 - w) * minmax(bm25)."""
+    return dense_weight * minmax(dense) + (1.0 - dense_weight) * minmax(bm25)
+
+
+def fuse_rrf(dense: np.ndarray, bm25: np.ndarray, k: int = 60) -> np.ndarray:
+    """Reciprocal rank fusion: 1/(k + rank_dense) + 1/(k + rank_bm25); a chunk BM25 does not match gets no
+    BM25 term."""
+    bm25 = np.asarray(bm25)
+    return 1.0 / (k + ranks(dense)) + np.where(bm25 > 0, 1.0 / (k + ranks(bm25)), 0.0)
+
+
+# ---------------------------------------------------------------- near-duplicates (pure functions)
+
+_WORDS = re.compile(r"\w+")
+
+
+def shingles(text: str, n: int = SHINGLE) -> frozenset:
+    """The word n-grams of `text` (case and punctuation ignored); the word set for texts shorter than n words."""
+    words = _WORDS.findall(text.casefold())
+    if len(words) < n:
+        return frozenset((w,) for w in words)
+    return frozenset(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+
+
+def overlap(a: frozenset, b: frozenset) -> float:
+    """Share of the smaller set found in the other (the overlap coefficient): 1.0 when one contains the other."""
+    if not a or not b:
+        return 0.0
+    return len(a & b) / min(len(a), len(b))
+
+
+def collapse_duplicates(passages: list[Passage], threshold: float) -> list[Passage]:
+    """Passages in order with near-duplicates folded into the first (strongest) of their group.
+
+    Two passages are near-duplicates when `threshold` of the shorter one's word 5-grams occur in the other, or
+    when their answer sentences are nearly the same (so no two passages of an answer say the same thing).
+    The folded passage's document goes into `duplicates` (unless it is the keeper's own document) and its
+    chunk id into `duplicate_ids`.
+    """
+    kept: list[tuple[Passage, frozenset, frozenset]] = []
+    for p in passages:
+        sh = shingles(p.text)
+        ans = shingles(p.answer_text) if p.answer_spans else frozenset()
+        for keeper, ksh, kans in kept:
+            if overlap(sh, ksh) >= threshold or (ans and kans and overlap(ans, kans) >= ANSWER_DUPLICATE):
+                keeper.duplicate_ids.extend([p.chunk_id, *p.duplicate_ids])
+                for doc in (p.doc, *p.duplicates):
+                    if doc != keeper.doc and doc not in keeper.duplicates:
+                        keeper.duplicates.append(doc)
+                break
+        else:
+            kept.append((p, sh, ans))
+    return [p for p, _, _ in kept]
+
+
+# ---------------------------------------------------------------- the searcher
+
 class Searcher:
     """Answers questions from one published build (a `Snapshot`) with one embedding model."""
 
@@ -42,17 +159,31 @@ class Searcher:
         self.embedder = embedder
         self.cfg = cfg
         self.docs = snapshot.documents()
+        self._chunk_docs: np.ndarray | None = None
+        self._sentences: OrderedDict[int, tuple[list[tuple[int, int]], np.ndarray, list[frozenset]]] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
+    # ------------------------------------------------------------ filters
     def allowed_doc_ids(self, filters: Filters) -> list[int] | None:
-        """Ids of the documents the filters admit (None: no filter)."""
+        """Ids of the documents the filters admit (None: no filter).
+
+        `doc` matches, in this order: the exact path, a glob on the path (also below any folder), the same
+        case-insensitively, then the title (case-insensitive). Dates are inclusive; an undated document is
+        excluded by any date bound.
+        """
         if not filters:
             return None
         docs = self.docs
         if filters.doc:
-            pattern = filters.doc.strip().lstrip("./")
-            by_name = [d for d in docs if fnmatch.fnmatchcase(d.doc, pattern) or d.doc == pattern
+            raw = filters.doc.strip()
+            pattern = raw.removeprefix("./")
+            by_name = [d for d in docs if d.doc == pattern or fnmatch.fnmatchcase(d.doc, pattern)
                        or fnmatch.fnmatchcase(d.doc, f"*/{pattern}")]
-            docs = by_name or [d for d in docs if d.title.casefold() == filters.doc.strip().casefold()]
+            if not by_name:
+                low = pattern.casefold()
+                by_name = [d for d in docs if fnmatch.fnmatchcase(d.doc.casefold(), low)
+                           or fnmatch.fnmatchcase(d.doc.casefold(), f"*/{low}")]
+            docs = by_name or [d for d in docs if d.title.casefold() == raw.casefold()]
             if not docs:
                 raise NoMatchingDocuments(f"no indexed document matches '{filters.doc}'")
         if filters.after:
@@ -60,9 +191,26 @@ class Searcher:
         if filters.before:
             docs = [d for d in docs if d.date and d.date <= filters.before]
         if not docs:
-            raise NoMatchingDocuments("no indexed document is dated in that range")
+            raise NoMatchingDocuments("no indexed document is dated in that range"
+                                      + (f" among those matching '{filters.doc}'" if filters.doc else ""))
         return [d.id for d in docs]
 
+    def chunk_doc_ids(self) -> np.ndarray:
+        """Document id of every chunk, indexed by chunk id."""
+        if self._chunk_docs is None:
+            rows = self.snap.query("SELECT id, doc_id FROM chunks ORDER BY id")
+            out = np.full(self.snap.size, -1, dtype=np.int64)
+            for r in rows:
+                out[r["id"]] = r["doc_id"]
+            self._chunk_docs = out
+        return self._chunk_docs
+
+    def _chunk_mask(self, doc_ids: list[int] | None) -> np.ndarray | None:
+        if doc_ids is None:
+            return None
+        return np.isin(self.chunk_doc_ids(), np.asarray(doc_ids, dtype=np.int64))
+
+    # ------------------------------------------------------------ rankings
     def dense(self, qvec: np.ndarray, k: int, doc_ids: list[int] | None) -> list[tuple[int, float]]:
         """(chunk id, cosine) of the `k` nearest chunks, within `doc_ids` if given."""
         import faiss
@@ -71,9 +219,7 @@ class Searcher:
             return []
         params = None
         if doc_ids is not None:
-            marks = ",".join("?" * len(doc_ids))
-            ids = np.array([r["id"] for r in self.snap.query(f"SELECT id FROM chunks WHERE doc_id IN ({marks})",
-                                                              doc_ids)], dtype=np.int64)
+            ids = np.flatnonzero(self._chunk_mask(doc_ids)).astype(np.int64)
             if not len(ids):
                 return []
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))
@@ -81,44 +227,144 @@ class Searcher:
         scores, ids = self.snap.index.search(qvec.reshape(1, -1).astype(np.float32), k, params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
-    def search(self, question: str, k: int | None = None, filters: Filters | None = None) -> Answer:
-        """The best `k` passages for `question`, each with answer sentence spans; confident if the best clears the bar."""
+    def keyword(self, question: str, k: int, doc_ids: list[int] | None) -> tuple[list[tuple[int, float]], np.ndarray]:
+        """(chunk id, BM25) of the `k` best chunks with a positive score, within `doc_ids`; and all scores."""
+        scores = self.snap.keyword.scores(question)
+        mask = self._chunk_mask(doc_ids)
+        allowed = scores if mask is None else np.where(mask, scores, 0.0)
+        positive = np.flatnonzero(allowed > 0)
+        if len(positive) > k:
+            positive = positive[np.argpartition(-allowed[positive], k - 1)[:k]]
+        best = positive[np.argsort(-allowed[positive], kind="stable")]
+        return [(int(i), float(scores[i])) for i in best], scores
+
+    def rank(self, question: str, mode: str | None = None, depth: int | None = None,
+             doc_ids: list[int] | None = None, qvec: np.ndarray | None = None) -> list[Hit]:
+        """Chunks for `question`, best first, each with its dense, BM25 and fused score.
+
+        Each ranking the mode uses contributes its `depth` best chunks; both scores are computed exactly for
+        every chunk of that pool, so fusion never has to guess a missing score.
+        """
+        mode = mode or self.cfg.mode
+        if mode not in MODES:
+            raise UnknownMode(f"unknown retrieval mode '{mode}'; expected one of {', '.join(MODES)}")
+        depth = depth or self.cfg.candidates
+        if self.snap.size == 0:
+            return []
+        if qvec is None:
+            qvec = self.embedder.encode_query(question)
+        pool: set[int] = set()
+        if mode in ("dense", "hybrid"):
+            pool.update(i for i, _ in self.dense(qvec, depth, doc_ids))
+        keyword_hits, bm25_all = self.keyword(question, depth, doc_ids)
+        if mode in ("bm25", "hybrid"):
+            pool.update(i for i, _ in keyword_hits)
+        if not pool:
+            return []
+        ids = np.fromiter(sorted(pool), dtype=np.int64)
+        dense = self.snap.vectors(ids) @ qvec.astype(np.float32)
+        bm25 = bm25_all[ids].astype(np.float64)
+        if mode == "dense":
+            fused = dense.astype(np.float64)
+        elif mode == "bm25":
+            fused = bm25
+        elif self.cfg.fusion == "rrf":
+            fused = fuse_rrf(dense, bm25, self.cfg.rrf_k)
+        else:
+            fused = fuse_convex(dense, bm25, self.cfg.dense_weight)
+        # ties (e.g. equal BM25) are broken by the dense score, then by chunk id
+        order = np.lexsort((ids, -dense, -fused))
+        return [Hit(int(ids[j]), float(dense[j]), float(bm25[j]), float(fused[j])) for j in order]
+
+    # ------------------------------------------------------------ the answer
+    def search(self, question: str, k: int | None = None, filters: Filters | None = None,
+               mode: str | None = None) -> Answer:
+        """The best `k` passages for `question` (near-duplicates folded), each with answer sentence spans;
+        confident only if the evidence clears `retrieval.min_score`."""
         started = time.perf_counter()
         k = k or self.cfg.top_k
+        mode = mode or self.cfg.mode
         filters = filters or Filters()
         doc_ids = self.allowed_doc_ids(filters)
         qvec = self.embedder.encode_query(question)
-        hits = self.dense(qvec, k, doc_ids)
-        rows = self.snap.chunks([i for i, _ in hits])
+        hits = self.rank(question, mode, max(self.cfg.candidates, 3 * k), doc_ids, qvec)
+        pool = hits[: 3 * k + 5]  # enough to fill k after folding near-duplicates
+        rows = self.snap.chunks([h.chunk_id for h in pool])
         passages = []
-        for chunk_id, score in hits:
-            r = rows[chunk_id]
+        for h in pool:
+            r = rows[h.chunk_id]
             passages.append(Passage(
-                chunk_id=chunk_id, doc=r["doc"], title=r["title"],
+                chunk_id=h.chunk_id, doc=r["doc"], title=r["title"],
                 date=dt.date.fromisoformat(r["date"]) if r["date"] else None, url=r["url"],
                 location=r["location"], text=r["text"], start=r["start"], end=r["end"],
-                scores={"dense": score}))
-        self.pick_answer_sentences(qvec, passages)
-        confident = bool(passages) and passages[0].scores["dense"] >= self.cfg.min_score
-        return Answer(question, passages, confident, (time.perf_counter() - started) * 1000, mode="dense",
+                scores=h.scores))
+        # Fold near-identical texts first (cheap), so answer sentences are embedded only for passages that
+        # can be shown; then fold again on the answer sentences themselves.
+        passages = collapse_duplicates(passages, self.cfg.duplicate_threshold)
+        shown: list[Passage] = []
+        while passages and len(shown) < k:
+            batch, passages = passages[: k - len(shown) + 1], passages[k - len(shown) + 1:]
+            self.pick_answer_sentences(question, qvec, batch)
+            shown = collapse_duplicates(shown + batch, self.cfg.duplicate_threshold)
+        passages = shown[:k]
+        confident = self.confidence(passages) >= self.cfg.min_score
+        return Answer(question, passages, confident, (time.perf_counter() - started) * 1000, mode=mode,
                       filters=filters.as_dict())
 
-    def pick_answer_sentences(self, qvec: np.ndarray, passages: list[Passage]) -> None:
-        """Mark in each passage the sentence most similar to the question, and a runner-up that is nearly as good."""
-        spans = [split_sentences(p.text) for p in passages]
-        texts = [p.text[s:e] for p, sp in zip(passages, spans) for s, e in sp]
-        if not texts:
-            return
-        sims = self.embedder.encode(texts) @ qvec
-        pos = 0
-        for p, sp in zip(passages, spans):
-            local = sims[pos:pos + len(sp)]
-            pos += len(sp)
-            if not len(sp):
+    @staticmethod
+    def confidence(passages: list[Passage]) -> float:
+        """The evidence score compared with `retrieval.min_score`: the best answer sentence's score (cosine with
+        the question plus the weighted share of its words) among the passages."""
+        return max((p.scores.get("sentence", 0.0) for p in passages), default=0.0)
+
+    # ------------------------------------------------------------ answer sentences
+    def _sentence_data(self, passages: list[Passage]) -> list[tuple[list[tuple[int, int]], np.ndarray, list[frozenset]]]:
+        """Per passage: sentence spans, their unit vectors and their analysed words (cached by chunk id)."""
+        analyzer = self.snap.keyword.analyzer
+        with self._cache_lock:
+            missing = [p for p in passages if p.chunk_id not in self._sentences]
+        if missing:
+            spans = {p.chunk_id: split_sentences(p.text) for p in missing}
+            texts = [p.text[s:e] for p in missing for s, e in spans[p.chunk_id]]
+            vectors = self.embedder.encode(texts) if texts else np.zeros((0, 1), dtype=np.float32)
+            pos = 0
+            with self._cache_lock:
+                for p in missing:
+                    sp = spans[p.chunk_id]
+                    terms = [frozenset(analyzer(p.text[s:e])) for s, e in sp]
+                    self._sentences[p.chunk_id] = (sp, vectors[pos:pos + len(sp)], terms)
+                    pos += len(sp)
+                while len(self._sentences) > SENTENCE_CACHE:
+                    self._sentences.popitem(last=False)
+        with self._cache_lock:
+            out = []
+            for p in passages:
+                data = self._sentences[p.chunk_id]
+                self._sentences.move_to_end(p.chunk_id)
+                out.append(data)
+            return out
+
+    def sentence_scores(self, question: str, qvec: np.ndarray, vectors: np.ndarray, terms: list[frozenset],
+                        lexical_weight: float | None = None) -> np.ndarray:
+        """cosine(sentence, question) + w * (share of the question's distinct words in the sentence)."""
+        w = self.cfg.sentence_lexical_weight if lexical_weight is None else lexical_weight
+        cos = vectors @ qvec if len(vectors) else np.zeros(0)
+        qterms = frozenset(self.snap.keyword.analyzer(question))
+        if not qterms or w == 0:
+            return cos
+        lexical = np.array([len(qterms & t) / len(qterms) for t in terms])
+        return cos + w * lexical
+
+    def pick_answer_sentences(self, question: str, qvec: np.ndarray, passages: list[Passage],
+                              lexical_weight: float | None = None) -> None:
+        """Mark in each passage its best sentence, and a runner-up that scores nearly as well."""
+        for p, (spans, vectors, terms) in zip(passages, self._sentence_data(passages)):
+            if not spans:
                 continue
-            order = np.argsort(-local)
+            local = self.sentence_scores(question, qvec, vectors, terms, lexical_weight)
+            order = np.argsort(-local, kind="stable")
             chosen = [int(order[0])]
             if self.cfg.answer_sentences > 1 and len(order) > 1 and local[order[1]] >= local[order[0]] - 0.05:
                 chosen.append(int(order[1]))
-            p.answer_spans = sorted(sp[i] for i in chosen)
+            p.answer_spans = sorted(spans[i] for i in chosen)
             p.scores["sentence"] = float(local[order[0]])

@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -174,6 +174,27 @@ def write_build(build_dir: Path, info: dict, documents: Sequence[dict], chunks: 
     _fsync_dir(build_dir)
 
 
+class VectorIndex:
+    """A build's FAISS index as searchers use it (`search`, `ntotal`, `d`, `reconstruct_batch` ...).
+
+    A filtered search (params with an id selector, e.g. one document) on an HNSW index runs exactly over the
+    graph's stored vectors instead: a graph walk that may visit only allowed nodes loses results.
+    """
+
+    def __init__(self, index):
+        import faiss
+        self.raw = index
+        self.exact = faiss.downcast_index(index.storage) if isinstance(index, faiss.IndexHNSW) else index
+
+    def search(self, x: np.ndarray, k: int, params=None):
+        if params is not None and getattr(params, "sel", None) is not None:
+            return self.exact.search(x, k, params=params)
+        return self.raw.search(x, k, params=params)
+
+    def __getattr__(self, name: str):
+        return getattr(self.raw, name)
+
+
 class Snapshot:
     """One published build opened read-only: the FAISS index in memory and a SQLite connection."""
 
@@ -182,11 +203,28 @@ class Snapshot:
         self.path = Path(path)
         if not (self.path / SQLITE_FILE).exists() or not (self.path / FAISS_FILE).exists():
             raise IndexMissing(f"index at {self.path} is incomplete")
-        self.index = faiss.read_index(str(self.path / FAISS_FILE))
+        self.index = VectorIndex(faiss.read_index(str(self.path / FAISS_FILE)))
         self._con = sqlite3.connect(f"file:{self.path / SQLITE_FILE}?mode=ro", uri=True, check_same_thread=False)
         self._con.row_factory = sqlite3.Row
         self._lock = threading.Lock()
         self.info = {r["key"]: json.loads(r["value"]) for r in self.query("SELECT key, value FROM build_info")}
+        self._keyword = None
+        self._keyword_lock = threading.Lock()
+
+    @property
+    def keyword(self):
+        """The build's BM25 index (`index.bm25.KeywordIndex`), loaded on first use; a build made before
+        keyword search existed gets one built in memory from its chunks."""
+        if self._keyword is None:
+            with self._keyword_lock:
+                if self._keyword is None:
+                    from index.bm25 import BM25_DIR, KeywordIndex
+                    if (self.path / BM25_DIR).is_dir():
+                        self._keyword = KeywordIndex.load(self.path / BM25_DIR)
+                    else:
+                        rows = self.query("SELECT text FROM chunks ORDER BY id")
+                        self._keyword = KeywordIndex.build([r["text"] for r in rows])
+        return self._keyword
 
     def query(self, sql: str, params: Sequence = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -219,6 +257,19 @@ class Snapshot:
     def document_text(self, doc_id: int) -> str:
         rows = self.query("SELECT text FROM documents WHERE id = ?", (doc_id,))
         return rows[0]["text"] if rows else ""
+
+    def document(self, doc: str):
+        """The cleaned `Document` `doc` (path relative to the docs folder) as this build stored it, or None."""
+        from index.documents import Block, Document
+        rows = self.query("SELECT doc, kind, title, date, url, text, blocks, removed FROM documents WHERE doc = ?",
+                          (doc,))
+        if not rows:
+            return None
+        r = rows[0]
+        return Document(doc=r["doc"], path=Path(self.info.get("docs_dir") or ".") / r["doc"], kind=r["kind"],
+                        title=r["title"], date=dt.date.fromisoformat(r["date"]) if r["date"] else None,
+                        url=r["url"], text=r["text"], blocks=[Block(*b) for b in json.loads(r["blocks"])],
+                        removed=json.loads(r["removed"]))
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
         """The stored vectors of chunk ids (reconstructed from the FAISS index)."""
@@ -253,3 +304,64 @@ class FeedbackStore:
         with self._lock, sqlite3.connect(self.path) as con:
             con.row_factory = sqlite3.Row
             return [dict(r) for r in con.execute("SELECT * FROM feedback ORDER BY id")]
+
+
+class SummaryCache:
+    """Extractive summaries of whole documents, kept across builds in summaries.sqlite under the index root.
+
+    Keyed by the document's content hash, the model and the summary's parameters; a value is the chosen
+    sentence spans (offsets into the cleaned text), so a summary is re-read from the live build, never stored
+    as text of its own. Entries of documents no longer in the live build are pruned after each build.
+    """
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / "summaries.sqlite"
+        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.path, timeout=10)
+        con.execute("CREATE TABLE IF NOT EXISTS summaries (content_hash TEXT NOT NULL, model TEXT NOT NULL,"
+                    " params TEXT NOT NULL, doc TEXT NOT NULL, spans TEXT NOT NULL, whole INTEGER NOT NULL,"
+                    " total INTEGER NOT NULL, seconds REAL NOT NULL, at TEXT NOT NULL,"
+                    " PRIMARY KEY (content_hash, model, params))")
+        return con
+
+    def get(self, content_hash: str, model: str, params: str) -> dict | None:
+        """{"spans": [[start, end], ...], "whole": bool, "total": int, "seconds": float} or None."""
+        if not self.path.exists():
+            return None
+        with self._lock, closing(self._connect()) as con:
+            row = con.execute("SELECT spans, whole, total, seconds FROM summaries WHERE content_hash = ? AND"
+                              " model = ? AND params = ?", (content_hash, model, params)).fetchone()
+        if row is None:
+            return None
+        return {"spans": [tuple(s) for s in json.loads(row[0])], "whole": bool(row[1]), "total": row[2],
+                "seconds": row[3]}
+
+    def put(self, content_hash: str, model: str, params: str, doc: str, spans: Sequence[tuple[int, int]],
+            whole: bool, total: int, seconds: float) -> None:
+        with self._lock, closing(self._connect()) as con, con:
+            con.execute("INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (content_hash, model, params, doc, json.dumps([list(s) for s in spans]), int(whole),
+                         int(total), float(seconds),
+                         dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")))
+
+    def entries(self) -> list[dict]:
+        """Every cached summary's key and document, for pruning and reports."""
+        if not self.path.exists():
+            return []
+        with self._lock, closing(self._connect()) as con:
+            rows = con.execute("SELECT content_hash, model, params, doc FROM summaries").fetchall()
+        return [{"content_hash": h, "model": m, "params": p, "doc": d} for h, m, p, d in rows]
+
+    def prune(self, live_hashes: set[str] | frozenset[str], model: str | None = None) -> list[dict]:
+        """Remove entries whose content hash is not in `live_hashes` (or made with another model than
+        `model`, if given); returns the removed entries."""
+        gone = [e for e in self.entries()
+                if e["content_hash"] not in live_hashes or (model is not None and e["model"] != model)]
+        if gone:
+            with self._lock, closing(self._connect()) as con, con:
+                con.executemany("DELETE FROM summaries WHERE content_hash = ? AND model = ? AND params = ?",
+                                [(e["content_hash"], e["model"], e["params"]) for e in gone])
+        return gone

@@ -1,0 +1,66 @@
+"""`citebot ask --mode` and `citebot eval` end to end (a tiny BEIR-format dataset in tests/data/beir-tiny)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+
+DATA = Path(__file__).resolve().parent / "data"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def kb_args(kb):
+    return ["--docs", str(kb.cfg.docs_dir), "--index", str(kb.cfg.index_dir)]
+
+
+def test_ask_mode_flag(kb_args, capsys):
+    for mode in ("dense", "bm25", "hybrid"):
+        assert main([*kb_args, "ask", "--mode", mode, "--json", "-k", "3",
+                     "How many extra crimes got logged because of the first report?"]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["passages"] and {"dense", "bm25", "fused"} <= set(answer["passages"][0]["scores"])
+    with pytest.raises(SystemExit):
+        main([*kb_args, "ask", "--mode", "sparse", "x"])
+
+
+def test_ask_offtopic_says_the_documents_do_not_answer(kb_args, capsys):
+    assert main([*kb_args, "ask", "--mode", "hybrid", "How do I reverse a list in Python?"]) == 0
+    out = capsys.readouterr().out
+    assert "answer" in out and "possibly related" in out.lower()
+
+
+def test_eval_beir_json(tmp_path, capsys):
+    cfg_args = ["--index", str(tmp_path / "unused-index")]
+    assert main([*cfg_args, "eval", str(DATA / "beir-tiny"), "--json"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out)
+    assert report["dataset"] == "beir-tiny" and report["queries"] == 4 and report["documents"] == 8
+    assert set(report["results"]) == {"dense", "bm25", "hybrid"}
+    for scores in report["results"].values():
+        assert {"ndcg@10", "recall@10", "recall@100", "mrr@10"} <= set(scores)
+        assert 0.5 <= scores["ndcg@10"] <= 1.0
+    assert report["results"]["bm25"]["mrr@10"] == 1.0  # every claim shares its key words with its abstract
+    assert not (tmp_path / "unused-index").exists()  # the dataset is indexed in a temporary folder
+
+
+def test_eval_table_and_errors(tmp_path, capsys):
+    assert main(["eval", str(DATA / "beir-tiny"), "--mode", "hybrid:rrf", "--mode", "bm25"]) == 0
+    out = capsys.readouterr().out
+    assert "nDCG@10" in out and "hybrid:rrf" in out and "bm25" in out and "\ndense" not in out
+    assert main(["eval", str(tmp_path)]) == 1
+    assert "corpus.jsonl is missing" in capsys.readouterr().err
+    assert main(["eval", str(DATA / "beir-tiny"), "--mode", "sparse"]) == 1
+    assert "unknown mode" in capsys.readouterr().err
+
+
+def test_eval_question_set(kb_args, capsys):
+    assert main([*kb_args, "eval", str(DATA / "questions.jsonl"), "--mode", "hybrid", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["modes"]["hybrid"]["top3_hit_rate"] >= 0.9
+    assert report["modes"]["hybrid"]["confidence"]["offtopic_not_confident"] == 1.0
