@@ -1,0 +1,95 @@
+"""The citebot Discord client: a commands.Bot (or AutoShardedBot) whose setup_hook loads one cog per feature."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord.errors import NO_MENTIONS, report
+from index.config import ConfigError
+
+log = logging.getLogger("citebot.discord")
+EXTENSIONS = ("bot.discord.cogs.ask", "bot.discord.cogs.library", "bot.discord.cogs.admin")
+OPTIONAL_EXTENSIONS = ("bot.discord.cogs.summary",)  # loaded when the module exists
+
+
+def ask_channel_ids(cfg: Any) -> frozenset[int]:
+    """bot.ask_channels as channel ids; ConfigError naming the key for anything that is not one."""
+    ids = set()
+    for value in cfg.bot.ask_channels:
+        text = str(value).strip()
+        if isinstance(value, bool) or not text.isdigit():
+            raise ConfigError(f"config: bot.ask_channels contains {value!r}; expected channel ids "
+                              "(numbers such as 123456789012345678)")
+        ids.add(int(text))
+    return frozenset(ids)
+
+
+def intents_for(cfg: Any) -> discord.Intents:
+    """Only what the bot uses: guilds and guild messages, plus message content when ask-channels are configured."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.message_content = bool(ask_channel_ids(cfg))
+    return intents
+
+
+class CitebotTree(app_commands.CommandTree):
+    """The command tree: every command error becomes one ephemeral line (and a logged traceback if it is a bug)."""
+
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        """Report a command's error to its user (and a bug to the log)."""
+        await report(interaction, error)
+
+
+class _Citebot:
+    """What both client classes share: configuration, knowledge base, cogs and event handlers."""
+
+    def __init__(self, cfg: Any, kb: Any, **options: Any):
+        options.setdefault("intents", intents_for(cfg))
+        super().__init__(command_prefix=commands.when_mentioned, help_command=None, tree_cls=CitebotTree,
+                         allowed_mentions=NO_MENTIONS, **options)
+        self.cfg = cfg
+        self.kb = kb
+        self.ask_channels = ask_channel_ids(cfg)
+
+    async def setup_hook(self) -> None:
+        """Start loading the model in the background (the bot connects meanwhile), load the cogs, and sync the
+        command tree only when bot.sync_on_start says so."""
+        warm_up = getattr(self.kb, "warm_up", None)
+        if warm_up is not None:
+            warm_up()  # a daemon thread; questions get a "warming up" reply until it is done
+        for name in EXTENSIONS:
+            await self.load_extension(name)
+        for name in OPTIONAL_EXTENSIONS:
+            if importlib.util.find_spec(name) is not None:
+                await self.load_extension(name)
+        if self.cfg.bot.sync_on_start:
+            synced = await self.tree.sync()
+            log.info("synced %d slash commands globally (bot.sync_on_start)", len(synced))
+
+    async def on_ready(self) -> None:
+        """Log the connection (never the token)."""
+        log.info("connected as %s (id %s) to %d servers", self.user, self.user.id, len(self.guilds))
+
+    async def on_message(self, message: discord.Message) -> None:
+        """Prefix commands are not used: the cogs' listeners handle messages."""
+
+
+class CitebotBot(_Citebot, commands.Bot):
+    """citebot on one gateway connection."""
+
+
+class ShardedCitebotBot(_Citebot, commands.AutoShardedBot):
+    """citebot on as many shards as Discord recommends (bot.sharded = true)."""
+
+
+def create_bot(cfg: Any, kb: Any, **options: Any) -> commands.Bot:
+    """A new client for `cfg` answering from `kb` (options go to discord.py, e.g. guild_ready_timeout)."""
+    cls = ShardedCitebotBot if cfg.bot.sharded else CitebotBot
+    return cls(cfg, kb, **options)

@@ -1,0 +1,184 @@
+"""Questions: /ask, mentions of the bot, messages in ask-channels, and follow-ups in the answer threads."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any, Optional
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord.conversation import ThreadMemory, followup_question, strip_mentions, year_filter
+from bot.discord.errors import GENERIC, NO_MENTIONS, send_error
+from bot.discord.limits import Cooldowns, cooldown_message, length_message, warming_message
+from bot.discord.options import AfterDate, BeforeDate, document_choices
+from bot.discord.render import answer_embed
+from bot.discord.text import THREAD_NAME, fit_content, one_line, trim
+from bot.discord.views import AnswerView
+from index.answer import Answer
+
+log = logging.getLogger("citebot.discord")
+EMPTY_MENTION = "Ask me a question after the mention, for example: “when was the force last inspected?”"
+
+
+class AskCog(commands.Cog, name="Ask"):
+    """Answers questions with quoted, cited passages, from slash commands and from chat."""
+
+    def __init__(self, bot: Any):
+        self.bot = bot
+        self.cfg = bot.cfg
+        self.per_page = max(1, min(int(bot.cfg.retrieval.top_k), 10))
+        self.k = min(50, self.per_page * 2)  # one extra page for "More sources"
+        self.cooldowns = Cooldowns(bot.cfg.bot.cooldown_seconds)
+        self.threads = ThreadMemory()
+
+    @property
+    def kb(self) -> Any:
+        """The knowledge base the bot answers from."""
+        return self.bot.kb
+
+    # ------------------------------------------------------------ shared steps
+    def refusal(self, user_id: int, question: str) -> str | None:
+        """Why a question is refused before any work (too long, or the user asked too recently), or None."""
+        too_long = length_message(question, self.cfg.bot.max_question_chars)
+        if too_long:
+            return too_long
+        warming = warming_message(self.kb)
+        if warming:
+            return warming
+        wait = self.cooldowns.take(user_id)
+        return cooldown_message(wait) if wait else None
+
+    async def answer(self, question: str, *, doc: str | None = None, after: dt.date | None = None,
+                     before: dt.date | None = None) -> Answer:
+        """Ask the knowledge base off the event loop."""
+        return await asyncio.to_thread(self.kb.ask, question, self.k, doc=doc, after=after, before=before)
+
+    def reply(self, answer: Answer) -> tuple[discord.Embed, AnswerView]:
+        """The embed and buttons of an answer message."""
+        view = AnswerView(self.kb, answer, self.per_page, timeout=self.cfg.bot.view_timeout_seconds)
+        return answer_embed(answer, self.per_page), view
+
+    # ------------------------------------------------------------ /ask
+    @app_commands.command(name="ask", description="Answer a question with passages quoted from the documents")
+    @app_commands.describe(question="What you want to know", document="Only this document",
+                           after="Only documents dated on or after this (YYYY, YYYY-MM or YYYY-MM-DD)",
+                           before="Only documents dated on or before this (YYYY, YYYY-MM or YYYY-MM-DD)",
+                           private="Show the answer only to you")
+    async def ask(self, interaction: discord.Interaction, question: str, document: Optional[str] = None,
+                  after: Optional[app_commands.Transform[dt.date, AfterDate]] = None,
+                  before: Optional[app_commands.Transform[dt.date, BeforeDate]] = None,
+                  private: bool = False) -> None:
+        """Defer at once, ask off the loop, then answer with a follow-up embed and buttons."""
+        refusal = self.refusal(interaction.user.id, question)
+        if refusal:
+            await interaction.response.send_message(refusal, ephemeral=True, allowed_mentions=NO_MENTIONS)
+            return
+        await interaction.response.defer(thinking=True, ephemeral=private)
+        from index.kb import UserError
+        try:
+            answer = await self.answer(question, doc=document, after=after, before=before)
+        except UserError as exc:
+            await send_error(interaction, f"⚠️ {exc}")
+            return
+        embed, view = self.reply(answer)
+        view.message = await interaction.followup.send(embed=embed, view=view, ephemeral=private, wait=True,
+                                                       allowed_mentions=NO_MENTIONS)
+
+    @ask.autocomplete("document")
+    async def document_autocomplete(self, interaction: discord.Interaction,
+                                    current: str) -> list[app_commands.Choice[str]]:
+        """Indexed documents whose title or file name contain what is typed."""
+        from index.kb import UserError
+        try:
+            docs = await asyncio.to_thread(self.kb.documents)
+        except UserError:
+            return []
+        return document_choices(docs, current)
+
+    # ------------------------------------------------------------ chat
+    def _question_of(self, message: discord.Message) -> tuple[str, str | None] | None:
+        """(the text asked, the thread's earlier question or None) for a message the bot should answer, else None."""
+        me = self.bot.user
+        channel = message.channel
+        mentioned = any(u.id == me.id for u in message.mentions)
+        earlier = self.threads.question(channel.id)
+        if earlier is None and isinstance(channel, discord.Thread) and channel.owner_id == me.id:
+            earlier = channel.name  # the bot names its threads after their question
+        in_ask_channel = channel.id in self.bot.ask_channels
+        if not (mentioned or earlier is not None or in_ask_channel):
+            return None
+        return strip_mentions(message.content, me.id), earlier
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        """Answer mentions, ask-channel messages and follow-ups in the bot's threads; ignore bots."""
+        if message.author.bot or message.webhook_id or self.bot.user is None or message.author == self.bot.user:
+            return
+        if message.type not in (discord.MessageType.default, discord.MessageType.reply):
+            return
+        asked = self._question_of(message)
+        if asked is None:
+            return
+        text, earlier = asked
+        if not text:
+            if any(u.id == self.bot.user.id for u in message.mentions):
+                await message.reply(EMPTY_MENTION, mention_author=False, allowed_mentions=NO_MENTIONS)
+            return
+        refusal = self.refusal(message.author.id, text)
+        if refusal:
+            await message.reply(refusal, mention_author=False, allowed_mentions=NO_MENTIONS, delete_after=10)
+            return
+        await self._answer_message(message, text, earlier)
+
+    async def _answer_message(self, message: discord.Message, text: str, earlier: str | None) -> None:
+        """Answer a chat message in its thread, a new thread, or as a reply; errors become one line there."""
+        from index.kb import UserError
+        question = followup_question(earlier, text) if earlier else text
+        years = year_filter(text) if earlier else None
+        destination: discord.abc.Messageable = message.channel
+        thread: discord.Thread | None = None
+        if earlier is None and self.cfg.bot.use_threads and isinstance(message.channel, discord.TextChannel):
+            try:
+                thread = await message.create_thread(name=trim(one_line(text), THREAD_NAME) or "question",
+                                                     auto_archive_duration=1440)
+            except discord.HTTPException:
+                log.warning("could not open a thread in channel %s; answering in the channel", message.channel.id)
+            else:
+                destination = thread
+                self.threads.remember(thread.id, text)
+        try:
+            async with destination.typing():
+                answer = await self._answer_with_years(question, years)
+            embed, view = self.reply(answer)
+            if thread is not None or isinstance(message.channel, discord.Thread):
+                view.message = await destination.send(embed=embed, view=view, allowed_mentions=NO_MENTIONS)
+            else:
+                view.message = await message.reply(embed=embed, view=view, mention_author=False,
+                                                   allowed_mentions=NO_MENTIONS)
+        except UserError as exc:
+            await destination.send(fit_content(f"⚠️ {exc}"), allowed_mentions=NO_MENTIONS)
+        except Exception:
+            log.exception("error answering message %s in channel %s", message.id, message.channel.id)
+            try:
+                await destination.send(GENERIC, allowed_mentions=NO_MENTIONS)
+            except discord.HTTPException:
+                pass
+
+    async def _answer_with_years(self, question: str, years: tuple[dt.date, dt.date] | None) -> Answer:
+        """Ask within the years a follow-up names; without that filter if no document is dated then."""
+        from index.kb import UserError
+        if years:
+            try:
+                return await self.answer(question, after=years[0], before=years[1])
+            except UserError:
+                pass
+        return await self.answer(question)
+
+
+async def setup(bot: commands.Bot) -> None:
+    """Extension entry point: add the cog."""
+    await bot.add_cog(AskCog(bot))

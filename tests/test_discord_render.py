@@ -1,0 +1,227 @@
+"""Rendering for Discord: escaping untrusted text, trimming on word boundaries, and every Discord limit met."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from types import SimpleNamespace
+
+import discord
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from bot.discord import render
+from bot.discord.text import (CONTENT, DESCRIPTION, EMBED_TOTAL, FIELD_NAME, FIELD_VALUE, FIELDS, FOOTER, TITLE,
+                              escape, fit_embed, markdown_excerpt, trim)
+from index.answer import Answer, Passage
+
+HOSTILE = "**bold** _it_ ~~s~~ ||spoiler|| `code` [click](https://evil.example) <@123> @everyone\n# Heading\n> quote"
+
+
+def passage(n: int = 1, text: str | None = None, title: str | None = None, spans=None, **kw) -> Passage:
+    text = text if text is not None else f"Intro sentence {n}. The force recorded 8,300 more crimes in 2018. Outro."
+    if spans is None:
+        i = text.find("The force")
+        spans = [(i, text.find(".", i) + 1)] if i >= 0 else []
+    return Passage(chunk_id=n, doc=kw.pop("doc", f"report-{n}.txt"), title=title or f"Report {n}",
+                   date=kw.pop("date", dt.date(2018, 3, n % 28 + 1)), url=kw.pop("url", None),
+                   location=kw.pop("location", f"lines {n}–{n + 5}"), text=text, start=0, end=len(text),
+                   answer_spans=spans, **kw)
+
+
+def answer(passages, confident=True, question="How many crimes were recorded?") -> Answer:
+    return Answer(question=question, passages=list(passages), confident=confident, elapsed_ms=123.4)
+
+
+def assert_limits(embed: discord.Embed) -> None:
+    """Every Discord embed limit."""
+    d = embed.to_dict()
+    assert len(d.get("title", "")) <= TITLE
+    assert len(d.get("description", "")) <= DESCRIPTION
+    assert len(d.get("fields", [])) <= FIELDS
+    for f in d.get("fields", []):
+        assert 0 < len(f["name"]) <= FIELD_NAME and 0 < len(f["value"]) <= FIELD_VALUE
+    assert len(d.get("footer", {}).get("text", "")) <= FOOTER
+    assert len(embed) <= EMBED_TOTAL
+
+
+def bold_balanced(text: str) -> bool:
+    return re.sub(r"\\.", "", text).count("**") % 2 == 0
+
+
+# ------------------------------------------------------------------ text helpers
+def test_escape_makes_markdown_mentions_and_links_literal():
+    out = escape(HOSTILE)
+    assert "\\*\\*bold\\*\\*" in out and "\\_it\\_" in out and "\\~\\~s\\~\\~" in out and "\\|\\|spoiler" in out
+    assert "\\`code\\`" in out and "\\[click\\](" in out and "\\<@123>" in out
+    assert "\n\\# Heading" in out and "\n\\> quote" in out
+    assert escape("see https://example.org/a_b_c for more") == "see https://example.org/a_b_c for more"
+    assert escape("1. first") == "1\\. first" and escape("- item") == "\\- item"
+
+
+def test_trim_cuts_on_a_word_boundary_with_an_ellipsis():
+    assert trim("short", 10) == "short"
+    assert trim("hello world this is long", 12) == "hello world…"
+    assert trim("hello wonderful world", 12) == "hello…"
+    assert trim("x" * 50, 10) == "x" * 9 + "…"
+    assert trim("anything", 0) == ""
+    assert not trim("a **bold and long text** here", 16).count("**") % 2
+    assert not trim("ends with escape \\* star and more", 19).rstrip("…").endswith("\\")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=500), st.integers(0, 300))
+def test_trim_never_exceeds_the_limit(text, limit):
+    out = trim(text, limit)
+    assert len(out) <= limit
+    if len(text) <= limit:
+        assert out == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.text(alphabet="ab *_`[]()<>#\\|~-\n.", max_size=80), st.booleans()), max_size=6),
+       st.integers(1, 300))
+def test_markdown_excerpt_fits_and_keeps_bold_balanced(segments, limit):
+    out = markdown_excerpt(segments, limit)
+    assert len(out) <= limit
+    assert bold_balanced(out)
+    assert "\n" not in out
+
+
+def test_markdown_excerpt_bolds_only_the_answer():
+    out = markdown_excerpt([("Before **fake** ", False), ("the answer.", True), (" After", False)], 200)
+    assert out == "Before \\*\\*fake\\*\\* **the answer.** After"
+
+
+# ------------------------------------------------------------------ answers
+def test_confident_answer_quotes_the_answer_and_numbers_the_sources():
+    a = answer([passage(1), passage(2, url="https://example.org/r2", duplicates=["copy-of-2.txt"])])
+    embed = render.answer_embed(a, per_page=5)
+    d = embed.to_dict()
+    assert d["title"] == "How many crimes were recorded?"
+    assert d["description"].startswith("> “The force recorded 8,300 more crimes in 2018.”") and \
+        d["description"].endswith("[1]")
+    names = [f["name"] for f in d["fields"]]
+    assert names == ["[1] Report 1", "[2] Report 2"]
+    first, second = (f["value"] for f in d["fields"])
+    assert first.startswith("2018-03-02 · lines 1–6 · `report-1.txt`")
+    assert "**The force recorded 8,300 more crimes in 2018.**" in first
+    assert "[report-2.txt](https://example.org/r2)" in second
+    assert d["footer"]["text"] == "123 ms · near-duplicates folded in: copy-of-2.txt"
+    assert_limits(embed)
+
+
+def test_not_confident_says_so_plainly_and_marks_sources_possibly_related():
+    embed = render.answer_embed(answer([passage(1), passage(2)], confident=False), per_page=5)
+    d = embed.to_dict()
+    assert d["description"].startswith("The documents do not answer this.")
+    assert all(f["name"].endswith("(possibly related)") for f in d["fields"])
+    assert "> “" not in d["description"]
+
+
+def test_no_passages():
+    embed = render.answer_embed(answer([], confident=False))
+    assert embed.description == render.NO_PASSAGES and not embed.fields
+
+
+def test_untrusted_document_text_cannot_format_link_or_mention():
+    p = passage(1, text=f"{HOSTILE} The force recorded 8,300 more crimes.", title=HOSTILE, location="**p. 1**",
+                doc="we`ird [name](x).txt", url="javascript:alert(1)")
+    d = render.answer_embed(answer([p], question=HOSTILE)).to_dict()
+    everything = " ".join([d["title"], d["description"]] + [f["name"] + f["value"] for f in d["fields"]])
+    assert "[click](" not in everything and "<@123>" not in everything.replace("\\<@123>", "")
+    assert "javascript:" not in everything
+    value = d["fields"][0]["value"]
+    assert value.count("**") == 2 and "**The force recorded 8,300 more crimes.**" in value
+
+
+def test_huge_passage_title_and_question_meet_every_limit():
+    huge = ("word " * 50_000) + "The force recorded 8,300 more crimes. " + ("tail " * 50_000)
+    p = passage(1, text=huge, title="T" * 5000, location="L" * 3000, doc="d" * 3000 + ".txt")
+    a = answer([p], question="Q " * 3000)
+    for embed in (render.answer_embed(a), render.sources_page_embed(a, 0)):
+        assert_limits(embed)
+        assert bold_balanced(embed.fields[0].value)
+    assert "**The force recorded 8,300 more crimes.**" in render.answer_embed(a).fields[0].value
+
+
+@pytest.mark.parametrize("confident", [True, False])
+def test_thirty_sources_meet_every_limit(confident):
+    big = [passage(n, text=("filler " * 300) + "The force recorded 8,300 more crimes. " + ("more " * 300),
+                   title=f"A rather long document title number {n} " * 8, duplicates=[f"dup-{n}-{i}.txt" for i in range(20)])
+           for n in range(1, 31)]
+    a = answer(big, confident=confident)
+    for embed in (render.answer_embed(a, per_page=30), render.sources_page_embed(a, 0, per_page=30),
+                  render.sources_page_embed(a, 1, per_page=12)):
+        assert_limits(embed)
+    embed = render.answer_embed(a, per_page=30)
+    assert len(embed.fields) <= FIELDS and embed.footer.text.startswith(f"{30 - len(embed.fields)} more not shown")
+    assert all("**The force recorded 8,300 more crimes.**" in f.value for f in embed.fields)
+
+
+def test_sources_pages_continue_the_numbering():
+    a = answer([passage(n) for n in range(1, 8)])
+    assert render.page_count(7, 3) == 3
+    page = render.sources_page_embed(a, 1, per_page=3)
+    assert [f.name for f in page.fields] == ["[4] Report 4", "[5] Report 5", "[6] Report 6"]
+    assert page.footer.text == "page 2 of 3" and page.title.startswith("Sources 4–6")
+    last = render.sources_page_embed(a, 99, per_page=3)
+    assert [f.name for f in last.fields] == ["[7] Report 7"]
+
+
+def test_fit_embed_trims_every_part():
+    embed = discord.Embed(title="t " * 500, description="d " * 5000)
+    embed.set_footer(text="f " * 2000)
+    for i in range(40):
+        embed.add_field(name="n " * 300, value="v " * 1000)
+    fit_embed(embed)
+    assert_limits(embed)
+
+
+# ------------------------------------------------------------------ other messages
+def test_context_embed_bolds_the_answer_inside_the_surrounding_text():
+    p = passage(3)
+    context = "Earlier paragraph.\n" + p.text + "\nLater paragraph with *stars*."
+    embed = render.context_embed(3, p, context, "report-3.txt, lines 3–8")
+    assert embed.title == "[3] Report 3"
+    assert "**The force recorded 8,300 more crimes in 2018.**" in embed.description
+    assert "Earlier paragraph." in embed.description and "\\*stars\\*" in embed.description
+    assert embed.footer.text == "report-3.txt, lines 3–8 · 2018-03-04"
+    huge = render.context_embed(1, passage(1), "x " * 10_000, "loc")
+    assert_limits(huge)
+
+
+def doc(n: int, **kw):
+    return SimpleNamespace(doc=f"doc-{n}.txt", title=kw.get("title", f"Document {n}"), date=kw.get("date"),
+                           url=None, chunks=n)
+
+
+def test_documents_embed_lists_title_date_chunks_and_file_paged():
+    docs = [doc(n, date=dt.date(2017, 1, n)) for n in range(1, 24)]
+    first = render.documents_embed(docs, 0, per_page=10)
+    assert first.description.startswith("**1. Document 1**\n2017-01-01 · 1 chunks · `doc-1.txt`")
+    assert first.footer.text == "page 1 of 3 · 23 documents · 276 chunks"
+    assert "**21. Document 21**" in render.documents_embed(docs, 2, per_page=10).description
+    assert "No documents" in render.documents_embed([], 0).description
+    assert_limits(render.documents_embed([doc(n, title="x" * 3000) for n in range(30)], 0))
+
+
+def test_help_embed_shows_what_the_bot_knows():
+    info = {"documents": 5, "chunks": 26, "built_at": "2024-05-01T10:00:00+00:00", "model": "all-MiniLM-L6-v2"}
+    fields = {f.name: f.value for f in render.help_embed(info, [42]).fields}
+    assert fields["Documents"] == "5" and fields["Passages"] == "26" and fields["Model"] == "all-MiniLM-L6-v2"
+    assert fields["Last build"].startswith("<t:1714557600:f>")
+    assert "<#42>" in fields["How to ask"]
+    missing = render.help_embed(None, error="no index yet; run `citebot index`")
+    assert "no index yet" in missing.fields[0].value
+
+
+def test_progress_and_reindex_texts():
+    assert render.progress_text("embedding", 40, 120) == "⏳ Reindexing… embedding 40/120 passages"
+    assert render.progress_text("starting", 0, 0) == "⏳ Reindexing… starting"
+    report = SimpleNamespace(added=["a.txt"], changed=[], removed=[f"old-{i}.txt" for i in range(400)],
+                             skipped=["bad.pdf: not a PDF; skipped"], embedded=12, reused=30, seconds=3.21)
+    text = render.reindex_text(report)
+    assert text.startswith("✅ Index updated in 3.2 s: 1 added, 0 changed, 400 removed; 12 passages embedded")
+    assert "Added (1): `a.txt`" in text and "and 390 more" in text and "⚠️ 1 skipped: bad.pdf" in text
+    assert len(text) <= CONTENT
