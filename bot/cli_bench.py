@@ -1,0 +1,72 @@
+"""`citebot bench`: speed, memory and index size on synthetic corpora (see index/bench.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def _sizes(value: str) -> list[int]:
+    import argparse
+    out = []
+    for part in value.split(","):
+        part = part.strip().lower().replace("_", "")
+        mult = 1_000_000 if part.endswith("m") else 1000 if part.endswith("k") else 1
+        try:
+            n = int(float(part.rstrip("mk")) * mult)
+        except ValueError:
+            n = 0
+        if not 10 <= n <= 2_000_000:
+            raise argparse.ArgumentTypeError(f"'{part}' is not a number of chunks from 10 to 2M (e.g. 10k, 100000, 1M)")
+        out.append(n)
+    return out
+
+
+def add_commands(sub) -> dict:
+    """Add `bench` to the `citebot` sub-commands; returns {"bench": handler}."""
+    p = sub.add_parser("bench", help="measure build speed, query latency per mode, memory and index size on "
+                       "synthetic corpora of realistic chunks")
+    p.add_argument("--chunks", action="append", type=_sizes, metavar="N",
+                   help="corpus size in chunks (repeat or comma-separate; 10k, 1M allowed; default: 10k,100k)")
+    p.add_argument("--queries", type=int, default=100, metavar="Q", help="timed questions per mode (default: 100)")
+    p.add_argument("--sample", type=int, default=2000, metavar="S",
+                   help="chunks encoded for real; larger corpora get synthetic vectors (default: 2000)")
+    p.add_argument("--pool", type=int, default=3000, metavar="P", help="sentences drawn from the sources (default: 3000)")
+    p.add_argument("--source", action="append", default=[], metavar="PATH",
+                   help="more sentences: a folder of documents or a BEIR corpus.jsonl (the docs folder is always used)")
+    p.add_argument("--workdir", metavar="DIR", help="keep corpora and indexes here (default: a temporary folder)")
+    p.add_argument("--exact-below", type=int, metavar="N", help="override vectors.exact_below for the bench")
+    p.add_argument("--storage", choices=("float32", "float16"), help="override vectors.storage for the bench")
+    p.add_argument("--ef-search", type=int, metavar="EF", help="override vectors.ef_search for the bench")
+    p.add_argument("--backend", choices=("torch", "onnx-int8"), help="override embedding.backend for the bench")
+    p.add_argument("--in-process", action="store_true", help="time queries in this process (no cold start)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per size")
+    return {"bench": cmd_bench}
+
+
+def cmd_bench(kb, args) -> int:
+    from index.bench import BenchOptions, format_result, json_result, run_bench
+    from index.embedding import Embedder
+    cfg = kb.cfg
+    for key, value in (("exact_below", args.exact_below), ("storage", args.storage), ("ef_search", args.ef_search)):
+        if value is not None:
+            setattr(cfg.vectors, key, value)
+    embedder = kb.embedder
+    if args.backend and args.backend != cfg.embedding.backend:
+        cfg.embedding.backend = args.backend
+        embedder = Embedder(cfg.embedding)
+    sizes = sorted({n for group in (args.chunks or [[10_000, 100_000]]) for n in group})
+    opts = BenchOptions(sizes=sizes, queries=max(5, args.queries), sample=max(10, args.sample), pool=args.pool,
+                        sources=args.source, workdir=args.workdir, in_process=args.in_process)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    def emit(result: dict) -> None:
+        if args.json:
+            print(json.dumps(json_result(result)), flush=True)
+        else:
+            print(format_result(result) + "\n", flush=True)
+
+    run_bench(cfg, embedder, opts, log=log, emit=emit)
+    return 0

@@ -1,0 +1,96 @@
+"""`citebot bench` at a tiny size (shape and sanity, no timings asserted), the index type by size, and warm-up."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_config
+
+KEYS = {"chunks", "build_chunks_per_s", "encode_chunks_per_s", "query_ms", "load_s", "rss_mb", "index_bytes",
+        "index_type"}
+
+
+def test_bench_tiny_corpus_with_hnsw_forced(embedder, docs_copy, tmp_path):
+    from index.bench import BenchOptions, json_result, run_bench
+    from index.search import MODES
+    cfg = make_config(docs_copy, tmp_path / "unused", vectors={"exact_below": 0})
+    opts = BenchOptions(sizes=[300], queries=2, sample=30, pool=150, in_process=True, noop_rebuild=False,
+                        workdir=str(tmp_path / "bench"))
+    [result] = run_bench(cfg, embedder, opts)
+    out = json_result(result)
+    assert KEYS <= set(out) and list(out)[:len(KEYS)] == [k for k in out if k in KEYS]
+    assert 250 <= out["chunks"] <= 330
+    assert out["index_type"] == "hnsw"
+    assert result["recall_at_10"] >= 0.97
+    assert result["build_estimated"] and result["sample_chunks"] >= 30
+    assert out["build_chunks_per_s"] > 0 and out["encode_chunks_per_s"] > 0 and out["index_bytes"] > 0
+    assert set(out["query_ms"]) == set(MODES)
+    for p in out["query_ms"].values():
+        assert set(p) == {"p50", "p95", "p99"} and 0 < p["p50"] <= p["p95"] <= p["p99"]
+    assert {"embed_question", "dense_faiss", "search_end_to_end"} <= set(result["stages_ms"])
+
+
+def test_synthetic_corpus_plans_the_asked_size():
+    from index.bench import plan_corpus, simulate_chunks
+    counts = np.random.default_rng(0).integers(8, 40, size=500)
+    docs = plan_corpus(counts, 1000, 200, 1, seed=1)
+    assert 1000 <= sum(c for _, c in docs) <= 1000 + 25
+    assert all(len(set(ids)) == len(ids) for ids, _ in docs)  # no sentence twice in one document
+    assert simulate_chunks([100, 100, 100], 200, 1) == 2
+
+
+def test_index_type_by_size_and_filtered_hnsw_search():
+    import faiss
+    from index.build import make_faiss_index
+    from index.config import VectorsConfig
+    from index.store import VectorIndex
+    x = np.random.default_rng(0).normal(size=(600, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    assert make_faiss_index(x, 32, VectorsConfig(exact_below=601))[1] == "flat"
+    assert make_faiss_index(x, 32, VectorsConfig(exact_below=600))[1] == "hnsw"
+    assert make_faiss_index(x, 32, VectorsConfig(exact_below=600, storage="float16"))[1] == "hnsw-fp16"
+    index = VectorIndex(make_faiss_index(x, 32, VectorsConfig(exact_below=0))[0])
+    allowed = np.arange(590, 600, dtype=np.int64)  # a filter the graph walk would mostly miss
+    params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+    _, ids = index.search(x[:1], 5, params=params)
+    exact = np.argsort(-(x[allowed] @ x[0]))[:5] + 590
+    assert ids[0].tolist() == exact.tolist()
+
+
+def test_build_records_index_type(embedder, docs_copy, tmp_path):
+    from index.kb import KnowledgeBase
+    kb = KnowledgeBase(make_config(docs_copy, tmp_path / "index", vectors={"exact_below": 1}), embedder=embedder)
+    kb.build()
+    assert kb.info()["index_type"] == "hnsw"
+    assert kb.searcher().snap.info["vectors"]["exact_below"] == 1
+    answer = kb.ask("How many crimes went unrecorded?", doc="2017-09-07_news-failing-to-record-one-in-four-crimes.txt")
+    assert answer.passages and all(p.doc.startswith("2017-09-07") for p in answer.passages)
+
+
+def test_warm_up_loads_model_and_index_in_background(kb):
+    from index.embedding import Embedder
+    from index.kb import KnowledgeBase
+    fresh = KnowledgeBase(kb.cfg, embedder=Embedder(kb.cfg.embedding))
+    assert not fresh.ready
+    thread = fresh.warm_up()
+    assert thread is not None and fresh.warm_up() is thread
+    assert fresh.wait_ready(timeout=120)
+    assert fresh.warm_error is None and fresh.embedder.loaded and fresh._searcher is not None
+
+
+def test_warm_up_without_index_is_ready_and_questions_explain(embedder, tmp_path, docs_copy):
+    from index.kb import KnowledgeBase, UserError
+    kb = KnowledgeBase(make_config(docs_copy, tmp_path / "none"), embedder=embedder)
+    kb.warm_up(background=False)
+    assert kb.ready
+    with pytest.raises(UserError, match="citebot index"):
+        kb.ask("anything?")
+
+
+def test_bench_cli_sizes():
+    from bot.cli import build_parser
+    args = build_parser().parse_args(["bench", "--chunks", "10k,100000", "--chunks", "1M", "--json"])
+    assert sorted({n for g in args.chunks for n in g}) == [10_000, 100_000, 1_000_000]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--chunks", "lots"])

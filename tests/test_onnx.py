@@ -1,0 +1,73 @@
+"""The int8 ONNX encoder: exported once from the packaged model, cached, vectors close to the float model's."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+TEXTS = [
+    "Police recorded crime figures were found to be unreliable by the inspectorate.",
+    "The force failed to record around one in four crimes reported to it.",
+    "How many crimes went unrecorded?",
+    "Public contact was rated adequate in the PEEL inspection, though call handling needed work.",
+    "Leicestershire Police said it had already made changes to the way it records crime, and that victims "
+    "were still supported even when a crime was not recorded. " * 3,
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_embedder(tmp_path_factory):
+    import os
+    from index.config import EmbeddingConfig
+    from index.embedding import Embedder
+    old = os.environ.get("CITEBOT_CACHE_DIR")
+    os.environ["CITEBOT_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    try:
+        e = Embedder(EmbeddingConfig(backend="onnx-int8"))
+        e.model
+        yield e
+    finally:
+        if old is None:
+            os.environ.pop("CITEBOT_CACHE_DIR", None)
+        else:
+            os.environ["CITEBOT_CACHE_DIR"] = old
+
+
+def test_int8_vectors_match_float_model(onnx_embedder, embedder):
+    got = onnx_embedder.encode(TEXTS)
+    want = embedder.encode(TEXTS)
+    assert got.shape == want.shape == (len(TEXTS), 384)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    cos = (got * want).sum(axis=1)
+    assert cos.min() >= 0.99, cos
+    assert onnx_embedder.encode_query(TEXTS[2]) @ want[2] >= 0.99
+
+
+def test_batching_changes_vectors_only_slightly(onnx_embedder):
+    # dynamic quantisation scales activations per batch, so batch mates move a vector a little
+    alone = np.stack([onnx_embedder.encode([t])[0] for t in TEXTS])
+    together = onnx_embedder.encode(TEXTS, batch_size=2)
+    assert (alone * together).sum(axis=1).min() >= 0.99
+
+
+def test_export_is_cached(onnx_embedder):
+    from index.config import EmbeddingConfig
+    from index.embedding import Embedder
+    path = onnx_embedder.model.path
+    stamp = path.stat().st_mtime_ns
+    again = Embedder(EmbeddingConfig(backend="onnx-int8"))
+    assert again.model.path == path and path.stat().st_mtime_ns == stamp
+    assert again.count(["two words"]) == onnx_embedder.count(["two words"]) == [2]
+
+
+def test_missing_onnxruntime_is_a_clear_error(monkeypatch):
+    from index.config import EmbeddingConfig
+    from index.embedding import Embedder, EmbeddingError
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(EmbeddingError, match="onnxruntime"):
+        Embedder(EmbeddingConfig(backend="onnx-int8")).model
