@@ -91,3 +91,13 @@ def test_huge_single_line_is_loaded_and_chunked(tmp_path, embedder):
     assert chunks[0].start == 0 and chunks[-1].end == len(docs[0].text)
     text = docs[0].text
     assert all(not text[a.end:b.start].strip() for a, b in zip(chunks, chunks[1:]))  # no text left out
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "docs/../../config.toml", "../README.md"])
+def test_no_document_name_reads_a_file_outside_the_docs_folder(kb, name):
+    with pytest.raises(UserError) as err:
+        kb.ask("what does it say?", doc=name)
+    assert "root:" not in str(err.value)
+    with pytest.raises(UserError) as err:
+        kb.summary(name)
+    assert "root:" not in str(err.value) and len(str(err.value)) < 300

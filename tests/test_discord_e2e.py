@@ -131,6 +131,7 @@ async def test_an_ask_channel_answers_every_message_and_ignores_bots(standin, sp
     async with standin.running(client(spy, ask_channels=[str(ASK_ID)], use_threads=False)):
         assert standin.identify[0]["intents"] & MESSAGE_CONTENT
         from_bot = await standin.post(QUESTION, channel_id=ASK_ID, author=OTHER_BOT)
+        from_itself = await standin.post(QUESTION, channel_id=ASK_ID, author=BOT)
         from_member = await standin.post(QUESTION, channel_id=ASK_ID, author=MEMBER)
         reply = await standin.wait_for("POST", f"/channels/{ASK_ID}/messages")
         assert str(reply.json["message_reference"]["message_id"]) == from_member["id"] and cites(reply, PEEL)
@@ -139,7 +140,7 @@ async def test_an_ask_channel_answers_every_message_and_ignores_bots(standin, sp
         await asyncio.sleep(0.2)
         replies = standin.find("POST", f"/channels/{ASK_ID}/messages")
         assert len(replies) == 1 and [q for q, *_ in spy.asked] == [QUESTION]
-        assert not any(from_bot["id"] in str(c.json) for c in standin.calls)
+        assert not any(m["id"] in str(c.json) for m in (from_bot, from_itself) for c in standin.calls)
         assert not standin.find("POST", f"/channels/{GENERAL_ID}/messages")
 
 
