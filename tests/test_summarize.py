@@ -6,7 +6,6 @@ with toy vectors, without the model.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shutil
 

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 from unittest.mock import AsyncMock, MagicMock
 
 import discord
-import pytest
 
 from bot.discord.cogs.summary import SummaryCog, report_choices, summary_embed, timeline_embed, topic_embed
 from bot.discord.errors import NO_MENTIONS

@@ -50,3 +50,16 @@ WARMING_UP = "⏳ I'm still warming up (loading the language model). Ask again i
 def warming_message(kb: object) -> str | None:
     """The warming-up reply while the knowledge base is still loading its model (see KnowledgeBase.warm_up)."""
     return None if getattr(kb, "ready", True) else WARMING_UP
+
+
+def refusal(kb: object, cooldowns: Cooldowns, user_id: int, text: str | None, max_chars: int) -> str | None:
+    """Why a request is refused before any work (text too long, model still loading, or the member asked too
+    recently), or None; only an accepted request uses up the member's turn."""
+    too_long = length_message(text, max_chars) if text else None
+    if too_long:
+        return too_long
+    warming = warming_message(kb)
+    if warming:
+        return warming
+    wait = cooldowns.take(user_id)
+    return cooldown_message(wait) if wait else None

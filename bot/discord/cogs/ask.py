@@ -13,7 +13,7 @@ from discord.ext import commands
 
 from bot.discord.conversation import ThreadMemory, followup_question, strip_mentions, year_filter
 from bot.discord.errors import GENERIC, NO_MENTIONS, send_error
-from bot.discord.limits import Cooldowns, cooldown_message, length_message, warming_message
+from bot.discord.limits import Cooldowns, refusal
 from bot.discord.options import AfterDate, BeforeDate, document_choices
 from bot.discord.render import answer_embed
 from bot.discord.text import THREAD_NAME, fit_content, one_line, trim
@@ -42,15 +42,8 @@ class AskCog(commands.Cog, name="Ask"):
 
     # ------------------------------------------------------------ shared steps
     def refusal(self, user_id: int, question: str) -> str | None:
-        """Why a question is refused before any work (too long, or the user asked too recently), or None."""
-        too_long = length_message(question, self.cfg.bot.max_question_chars)
-        if too_long:
-            return too_long
-        warming = warming_message(self.kb)
-        if warming:
-            return warming
-        wait = self.cooldowns.take(user_id)
-        return cooldown_message(wait) if wait else None
+        """Why a question is refused before any work (see limits.refusal), or None."""
+        return refusal(self.kb, self.cooldowns, user_id, question, self.cfg.bot.max_question_chars)
 
     async def answer(self, question: str, *, doc: str | None = None, after: dt.date | None = None,
                      before: dt.date | None = None) -> Answer:

@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord.errors import NO_MENTIONS, send_error
-from bot.discord.limits import Cooldowns, cooldown_message, length_message, warming_message
+from bot.discord.limits import Cooldowns, refusal
 from bot.discord.render import INFO_COLOUR, citation_meta, date_text, source_link
 from bot.discord.text import (AUTOCOMPLETE, CHOICE, DESCRIPTION, FIELD_VALUE, FIELDS, FOOTER, TITLE, escape,
                               fit_embed, one_line, trim)
@@ -133,16 +133,8 @@ class SummaryCog(commands.Cog, name="Summary"):
         return self.bot.kb
 
     def refusal(self, user_id: int, topic: str | None) -> str | None:
-        """Why a request is refused before any work (topic too long, or asked too recently), or None."""
-        if topic:
-            too_long = length_message(topic, self.cfg.bot.max_question_chars)
-            if too_long:
-                return too_long
-        warming = warming_message(self.kb)
-        if warming:
-            return warming
-        wait = self.cooldowns.take(user_id)
-        return cooldown_message(wait) if wait else None
+        """Why a request is refused before any work (see limits.refusal), or None."""
+        return refusal(self.kb, self.cooldowns, user_id, topic, self.cfg.bot.max_question_chars)
 
     async def _respond(self, interaction: discord.Interaction, private: bool, work) -> None:
         """Defer at once, run `work` off the loop, send its embed as a follow-up (a UserError as one line)."""
