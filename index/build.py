@@ -65,7 +65,7 @@ def build_info(cfg: Config, dim: int, index_type: str) -> dict:
 def make_faiss_index(vectors: np.ndarray, dim: int, cfg=None):
     """The inner-product index of `vectors` (unit length, so scores are cosines) and its type name.
 
-    Exact search ("flat") below `cfg.exact_below` chunks, HNSW from there on (see index/README-PERF.md for the
+    Exact search ("flat") below `cfg.exact_below` chunks, HNSW from there on (see README.md, "Performance", for the
     measurements behind the defaults); `cfg.storage = "float16"` halves the memory ("flat-fp16", "hnsw-fp16").
     """
     import faiss

@@ -41,7 +41,7 @@ def resolve_model(name: str) -> str:
 
 def set_threads(threads: int = 0) -> None:
     """Fix torch's CPU thread count (0: one per core). Set explicitly: with the default, a short encode on a
-    busy 2-core machine was measured at ~490 ms instead of ~15 ms (see index/README-PERF.md)."""
+    busy 2-core machine was measured at ~490 ms instead of ~15 ms (see README.md, "Performance")."""
     import torch
     n = threads if threads > 0 else (os.cpu_count() or 1)
     if torch.get_num_threads() != n or not getattr(set_threads, "done", False):
