@@ -287,7 +287,7 @@ class KnowledgeBase:
             raise UserError(f"{info.doc} is no longer in the index; try again")
         cfg = sm.summary_config(self.cfg)
         params = sm.summary_params(sentences, chars, cfg)
-        model = searcher.snap.info.get("model") or self.cfg.embedding.model
+        model = self._summary_model(searcher)
         hit = self.summary_cache.get(info.content_hash, model, params)
         if hit and all(0 <= s < e <= len(document.text) for s, e in hit["spans"]):
             return sm.summary_from_spans(document, hit["spans"], hit["total"], hit["whole"], cached=True,
@@ -334,13 +334,18 @@ class KnowledgeBase:
         result.elapsed_ms = (time.perf_counter() - started) * 1000
         return result
 
+    def _summary_model(self, searcher: Searcher) -> str:
+        """The summary cache's model key: the vectors (and so the choice) depend on the model and the backend."""
+        info = searcher.snap.info
+        return f"{info.get('model') or self.cfg.embedding.model}:{info.get('backend', 'torch')}"
+
     def _refresh_summaries(self, rebuild: bool = False) -> None:
         """After a build: drop cached summaries of documents that changed or left (all of them on a rebuild)
         and make the default summary again of each changed document that had one."""
         from index import summarize as sm
         try:
             searcher = self.searcher()
-            model = searcher.snap.info.get("model") or self.cfg.embedding.model
+            model = self._summary_model(searcher)
             live = {d.content_hash for d in searcher.docs}
             gone = self.summary_cache.prune(set() if rebuild else live, model)
             default = sm.summary_params(None, None, sm.summary_config(self.cfg))
