@@ -18,7 +18,13 @@ from typing import Sequence
 import numpy as np
 
 log = logging.getLogger(__name__)
-logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs each index build at DEBUG to its own handler
+
+
+def _bm25s():
+    """The bm25s module, imported on first use; it sets its own logger to DEBUG on import, so quieten it after."""
+    import bm25s
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
 
 BM25_DIR = "bm25"
 ANALYZER_FILE = "analyzer.json"
@@ -78,7 +84,7 @@ class KeywordIndex:
     @classmethod
     def build(cls, texts: Sequence[str], analyzer: Analyzer | None = None) -> "KeywordIndex":
         """Index `texts` (chunk texts in chunk-id order)."""
-        import bm25s
+        bm25s = _bm25s()
         analyzer = analyzer or Analyzer()
         retriever = bm25s.BM25(k1=K1, b=B, method="lucene")
         tokens = [analyzer(t) for t in texts]
@@ -104,7 +110,7 @@ class KeywordIndex:
 
     @classmethod
     def load(cls, path: Path) -> "KeywordIndex":
-        import bm25s
+        bm25s = _bm25s()
         path = Path(path)
         meta = json.loads((path / ANALYZER_FILE).read_text())
         analyzer = Analyzer(meta.get("stemmer"))
