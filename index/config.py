@@ -95,6 +95,8 @@ class BotConfig:
     sync_on_start: bool = False
     sharded: bool = False
     view_timeout_seconds: float = 600.0
+    workers: int = 2
+    max_live_views: int = 1000
 
 
 @dataclass
@@ -128,7 +130,7 @@ _POSITIVE = {("chunking", "max_tokens"), ("embedding", "batch_size"), ("retrieva
              ("vectors", "hnsw_m"), ("vectors", "ef_construction"), ("vectors", "ef_search"),
              ("summary", "sentences"), ("summary", "min_words"), ("summary", "topic_per_doc"),
              ("summary", "topic_docs"), ("summary", "timeline_per_doc"), ("summary", "timeline_entries"),
-             ("summary", "candidates")}
+             ("summary", "candidates"), ("bot", "workers"), ("bot", "max_live_views")}
 _UNIT = {("retrieval", "dense_weight"), ("retrieval", "duplicate_threshold"),
          ("retrieval", "sentence_lexical_weight"), ("summary", "diversity"), ("summary", "fact_gate"),
          ("summary", "relative"), ("summary", "margin")}

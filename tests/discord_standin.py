@@ -145,8 +145,11 @@ OTHER_BOT = User(OTHER_BOT_ID, "other-bot", bot=True)
 class DiscordStandIn:
     """Discord's REST API and gateway, just enough of them for discord.py 2.7, on 127.0.0.1, recording every call."""
 
-    def __init__(self, host: str = "127.0.0.1", token: str = TOKEN, allow_message_content: bool = True):
+    def __init__(self, host: str = "127.0.0.1", token: str = TOKEN, allow_message_content: bool = True,
+                 heartbeat_interval: int = 41250):
         self.host = host
+        self.heartbeat_interval = heartbeat_interval        # ms, sent in HELLO (smaller for heartbeat tests)
+        self.heartbeats: list[float] = []                   # time.monotonic() of each heartbeat (op 1) received
         self.token = token                                  # the one bot token accepted
         self.allow_message_content = allow_message_content  # False: as if the intent is off in the portal
         self.port = 0
@@ -293,13 +296,15 @@ class DiscordStandIn:
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
         self._sockets.append(ws)
-        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None}))
+        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval},
+                                       "s": None, "t": None}))
         try:
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     continue
                 data = json.loads(msg.data)
                 if data["op"] == 1:
+                    self.heartbeats.append(time.monotonic())
                     await ws.send_str(json.dumps({"op": 11}))
                 elif data["op"] == 2:
                     await self._identified(ws, data["d"])

@@ -51,7 +51,8 @@ def make_bot(kb, **bot_settings) -> SimpleNamespace:
     cfg.bot.cooldown_seconds = 0.0
     for key, value in bot_settings.items():
         setattr(cfg.bot, key, value)
-    return SimpleNamespace(cfg=cfg, kb=kb, ask_channels=ask_channel_ids(cfg), user=SimpleNamespace(id=BOT_ID))
+    return SimpleNamespace(cfg=cfg, kb=kb, ask_channels=ask_channel_ids(cfg), user=SimpleNamespace(id=BOT_ID),
+                           offload=asyncio.to_thread)
 
 
 def interaction(bot, user_id: int = MEMBER_ID, permissions: discord.Permissions | None = None, roles=(),
@@ -382,6 +383,24 @@ async def test_buttons_are_disabled_when_the_view_times_out():
     await view.on_timeout()
     assert all(item.disabled for item in view.children)
     assert view.message.edit.await_args.kwargs["view"] is view
+
+
+async def test_past_max_live_views_the_oldest_answers_buttons_expire_early():
+    cog = AskCog(make_bot(FakeKnowledgeBase(answer=answer()), max_live_views=2))
+    views = []
+    for _ in range(4):
+        _, view = cog.reply(answer())
+        view.message = MagicMock()
+        view.message.edit = AsyncMock()
+        views.append(view)
+    await asyncio.sleep(0)  # the greying-out edits are tasks
+    assert [v.is_finished() for v in views] == [True, True, False, False]
+    assert all(item.disabled for v in views[:2] for item in v.children)
+    assert views[0].message.edit.await_args.kwargs["view"] is views[0]
+    assert not views[3].show_context.disabled and len(cog.live_views) == 2
+    views[2].stop()  # timed out by itself: let go without counting against the cap
+    cog.reply(answer())
+    assert len(cog.live_views) == 2 and not views[3].is_finished()
 
 
 # ------------------------------------------------------------------ helpers

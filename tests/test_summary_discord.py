@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import threading
 from pathlib import Path
@@ -22,7 +23,8 @@ REINSPECTION = "2018_hmicfrs-crime-data-integrity-reinspection-press-release.txt
 def make_cog(kb) -> SummaryCog:
     cfg = load_config(ROOT / "config.toml", env={})
     cfg.bot.cooldown_seconds = 0.0
-    return SummaryCog(SimpleNamespace(cfg=cfg, kb=kb, user=SimpleNamespace(id=900)))
+    return SummaryCog(SimpleNamespace(cfg=cfg, kb=kb, user=SimpleNamespace(id=900),
+                                      offload=asyncio.to_thread))
 
 
 def interaction():

@@ -51,8 +51,24 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _unclosed_code(text: str) -> int:
+    """Where an inline code span opens that `text` never closes (an unescaped backtick), or -1."""
+    opened, i = -1, 0
+    while i < len(text):
+        if opened < 0 and text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == "`":
+            opened = i if opened < 0 else -1
+        i += 1
+    return opened
+
+
 def _clean_cut(text: str) -> str:
-    """A cut-off piece of Markdown made safe: no dangling backslash, no unclosed bold."""
+    """A cut-off piece of Markdown made safe: no unclosed code span, no dangling backslash, no unclosed bold."""
+    opened = _unclosed_code(text)
+    if opened >= 0:  # its text is not escaped (code shows it literally): drop it rather than let it render
+        text = text[:opened]
     text = text.rstrip()
     trailing = len(text) - len(text.rstrip("\\"))
     if trailing % 2:

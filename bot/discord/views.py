@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import discord
 
@@ -39,18 +39,22 @@ class ExpiringView(discord.ui.View):
         await report(interaction, error)
 
 
-async def load_context(kb: Any, n: int, p: Passage) -> discord.Embed:
+Offload = Callable[..., Awaitable[Any]]  # runs a blocking call off the event loop (the bot's `offload`)
+
+
+async def load_context(kb: Any, n: int, p: Passage, offload: Offload = asyncio.to_thread) -> discord.Embed:
     """The 'Show context' embed of source `n`, its text read off the event loop."""
-    text, location = await asyncio.to_thread(kb.context, p.chunk_id, 600)
+    text, location = await offload(kb.context, p.chunk_id, 600)
     return context_embed(n, p, text, location)
 
 
 class AnswerView(ExpiringView):
     """Under an answer: More sources (next page, for the presser), Show context, 👍 and 👎."""
 
-    def __init__(self, kb: Any, answer: Answer, per_page: int, timeout: float):
+    def __init__(self, kb: Any, answer: Answer, per_page: int, timeout: float,
+                 offload: Offload = asyncio.to_thread):
         super().__init__(timeout=timeout)
-        self.kb, self.answer, self.per_page = kb, answer, per_page
+        self.kb, self.answer, self.per_page, self.offload = kb, answer, per_page, offload
         self.pages = page_count(len(answer.passages), per_page)
         self._next_page: dict[int, int] = {}
         self.more_sources.disabled = self.pages < 2
@@ -80,9 +84,9 @@ class AnswerView(ExpiringView):
         """The text around source [1], only to the presser, with a menu for the others."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         shown = self.shown
-        embed = await load_context(self.kb, *shown[0])
+        embed = await load_context(self.kb, *shown[0], offload=self.offload)
         if len(shown) > 1:
-            view = ContextView(self.kb, shown, timeout=self.timeout)
+            view = ContextView(self.kb, shown, timeout=self.timeout, offload=self.offload)
             view.message = await interaction.followup.send(embed=embed, view=view, ephemeral=True, wait=True,
                                                            allowed_mentions=NO_MENTIONS)
         else:
@@ -104,7 +108,7 @@ class AnswerView(ExpiringView):
         await interaction.response.defer(ephemeral=True, thinking=True)
         ids = [p.chunk_id for _, p in self.shown]
         voter = user_hash(interaction.user.id)
-        await asyncio.to_thread(self.kb.record_feedback, self.answer.question, ids, voter, vote)
+        await self.offload(self.kb.record_feedback, self.answer.question, ids, voter, vote)
         await interaction.followup.send(THANKS[vote], ephemeral=True, allowed_mentions=NO_MENTIONS)
 
 
@@ -123,16 +127,17 @@ class ContextSelect(discord.ui.Select):
         view: ContextView = self.view  # type: ignore[assignment]
         n = int(self.values[0])
         await interaction.response.defer()
-        embed = await load_context(view.kb, n, self.by_number[n])
+        embed = await load_context(view.kb, n, self.by_number[n], offload=view.offload)
         await interaction.edit_original_response(embed=embed, view=view, allowed_mentions=NO_MENTIONS)
 
 
 class ContextView(ExpiringView):
     """Under a context message: a menu of the answer's other sources."""
 
-    def __init__(self, kb: Any, shown: Sequence[tuple[int, Passage]], timeout: float | None):
+    def __init__(self, kb: Any, shown: Sequence[tuple[int, Passage]], timeout: float | None,
+                 offload: Offload = asyncio.to_thread):
         super().__init__(timeout=timeout)
-        self.kb = kb
+        self.kb, self.offload = kb, offload
         self.add_item(ContextSelect(shown))
 
 

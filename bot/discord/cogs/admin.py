@@ -110,6 +110,7 @@ class AdminCog(commands.Cog, name="Admin"):
 
         editor = asyncio.create_task(show())
         try:
+            # a thread outside the bot's worker pool: questions keep being answered while it builds
             return await asyncio.to_thread(self.bot.kb.build, full, progress)
         finally:
             editor.cancel()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import weakref
+from collections import deque
 from typing import Any, Optional
 
 import discord
@@ -34,6 +36,7 @@ class AskCog(commands.Cog, name="Ask"):
         self.k = min(50, self.per_page * 2)  # one extra page for "More sources"
         self.cooldowns = Cooldowns(bot.cfg.bot.cooldown_seconds)
         self.threads = ThreadMemory()
+        self.live_views: deque[weakref.ref[AnswerView]] = deque()  # oldest first; discord.py holds the views
 
     @property
     def kb(self) -> Any:
@@ -48,12 +51,26 @@ class AskCog(commands.Cog, name="Ask"):
     async def answer(self, question: str, *, doc: str | None = None, after: dt.date | None = None,
                      before: dt.date | None = None) -> Answer:
         """Ask the knowledge base off the event loop."""
-        return await asyncio.to_thread(self.kb.ask, question, self.k, doc=doc, after=after, before=before)
+        return await self.bot.offload(self.kb.ask, question, self.k, doc=doc, after=after, before=before)
 
     def reply(self, answer: Answer) -> tuple[discord.Embed, AnswerView]:
-        """The embed and buttons of an answer message."""
-        view = AnswerView(self.kb, answer, self.per_page, timeout=self.cfg.bot.view_timeout_seconds)
+        """The embed and buttons of an answer message (past bot.max_live_views, the oldest buttons expire)."""
+        view = AnswerView(self.kb, answer, self.per_page, timeout=self.cfg.bot.view_timeout_seconds,
+                          offload=self.bot.offload)
+        self._keep_live(view)
         return answer_embed(answer, self.per_page), view
+
+    def _keep_live(self, view: AnswerView) -> None:
+        """Count `view` among the live answers; expire the oldest ones beyond the cap now rather than at their
+        timeout, so that a burst of questions cannot hold more than max_live_views answers in memory."""
+        self.live_views.append(weakref.ref(view))
+        while self.live_views and (self.live_views[0]() is None or self.live_views[0]().is_finished()):
+            self.live_views.popleft()  # already timed out and let go
+        while len(self.live_views) > self.cfg.bot.max_live_views:
+            oldest = self.live_views.popleft()()
+            if oldest is not None and not oldest.is_finished():
+                oldest.stop()
+                asyncio.get_running_loop().create_task(oldest.on_timeout())  # grey its buttons out
 
     # ------------------------------------------------------------ /ask
     @app_commands.command(name="ask", description="Answer a question with passages quoted from the documents")
@@ -87,7 +104,7 @@ class AskCog(commands.Cog, name="Ask"):
         """Indexed documents whose title or file name contain what is typed."""
         from index.kb import UserError
         try:
-            docs = await asyncio.to_thread(self.kb.documents)
+            docs = await self.bot.offload(self.kb.documents)
         except UserError:
             return []
         return document_choices(docs, current)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import discord
@@ -26,7 +25,7 @@ class LibraryCog(commands.Cog, name="Library"):
     async def sources(self, interaction: discord.Interaction) -> None:
         """The indexed documents, ten to a page."""
         await interaction.response.defer(thinking=True)
-        docs = await asyncio.to_thread(self.bot.kb.documents)
+        docs = await self.bot.offload(self.bot.kb.documents)
         view = DocumentsView(docs, DOCS_PER_PAGE, timeout=self.bot.cfg.bot.view_timeout_seconds)
         if view.pages > 1:
             view.message = await interaction.followup.send(embed=view.embed(), view=view, wait=True,
@@ -40,7 +39,7 @@ class LibraryCog(commands.Cog, name="Library"):
         from index.kb import UserError
         await interaction.response.defer(thinking=True, ephemeral=True)
         try:
-            info, error = await asyncio.to_thread(self.bot.kb.info), None
+            info, error = await self.bot.offload(self.bot.kb.info), None
         except UserError as exc:
             info, error = None, str(exc)
         await interaction.followup.send(embed=help_embed(info, sorted(self.bot.ask_channels), error), ephemeral=True,

@@ -6,7 +6,6 @@ The render functions are pure (Summary / TopicSummary / Timeline -> Embed) and r
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Optional, Sequence
 
@@ -141,7 +140,7 @@ class SummaryCog(commands.Cog, name="Summary"):
         from index.kb import UserError
         await interaction.response.defer(thinking=True, ephemeral=private)
         try:
-            embed = await asyncio.to_thread(work)
+            embed = await self.bot.offload(work)
         except UserError as exc:
             self.cooldowns.reset(interaction.user.id)  # a mistyped name should not cost the user a turn
             await send_error(interaction, f"⚠️ {exc}")
@@ -179,7 +178,7 @@ class SummaryCog(commands.Cog, name="Summary"):
         """Documents whose title or file name match what is typed (fuzzy), at most 25."""
         from index.kb import UserError
         try:
-            docs = await asyncio.to_thread(self.kb.suggest_documents, current or "", AUTOCOMPLETE)
+            docs = await self.bot.offload(self.kb.suggest_documents, current or "", AUTOCOMPLETE)
         except UserError:
             return []
         return report_choices(docs)
