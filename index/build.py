@@ -13,16 +13,17 @@ from typing import Callable
 
 import numpy as np
 
-from index.chunking import Chunk, chunk_document
+from index.chunking import Chunk, chunk_document, split_sentences
 from index.config import Config
 from index.documents import LoadError, load_documents
 from index.embedding import Embedder
-from index.store import IndexMismatch, IndexMissing, IndexRoot, Snapshot, write_build
+from index.store import SENTENCE_DTYPE, IndexMismatch, IndexMissing, IndexRoot, Snapshot, write_build
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 CHUNKER_VERSION = 1
+SENTENCE_VECTORS = "late-pooled-1"  # how the stored sentence vectors were made (Embedder.encode_passages)
 
 
 class BuildError(Exception):
@@ -57,6 +58,7 @@ def build_info(cfg: Config, dim: int, index_type: str) -> dict:
         "max_tokens": cfg.chunking.max_tokens,
         "overlap_sentences": cfg.chunking.overlap_sentences,
         "chunker_version": CHUNKER_VERSION,
+        "sentence_vectors": SENTENCE_VECTORS,
         "index_type": index_type,
         "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -123,8 +125,11 @@ def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress
         try:
             old_docs = {d.doc: d for d in old.documents()} if old else {}
             reuse_ok = (bool(old) and not rebuild and old.info.get("model") == cfg.embedding.model
-                        and old.info.get("backend", "torch") == cfg.embedding.backend)
-            if old and not rebuild and not reuse_ok:
+                        and old.info.get("backend", "torch") == cfg.embedding.backend
+                        and old.info.get("sentence_vectors") == SENTENCE_VECTORS)
+            if old and not rebuild and not reuse_ok and old.info.get("sentence_vectors") != SENTENCE_VECTORS:
+                log.warning("the previous index has no sentence vectors: every chunk is embedded again (once)")
+            elif old and not rebuild and not reuse_ok:
                 log.warning("model or backend changed (%s/%s to %s/%s): every chunk is embedded again",
                             old.info.get("model"), old.info.get("backend", "torch"), cfg.embedding.model,
                             cfg.embedding.backend)
@@ -158,15 +163,25 @@ def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress
             # with nothing to embed, the model need not load: the old build knows the dimension
             dim = int(old.info["dim"]) if reuse_ok and all(c.hash in reusable for c in flat) else embedder.dim
             vectors = np.zeros((len(flat), dim), dtype=np.float32)
+            sentences: list[tuple[str, bytes] | None] = [None] * len(flat)  # per chunk: spans JSON, vector bytes
             reuse_rows = [(i, reusable[c.hash]) for i, c in enumerate(flat) if c.hash in reusable]
             if reuse_rows:
                 vectors[[i for i, _ in reuse_rows]] = old.vectors([j for _, j in reuse_rows])
-            todo = [i for i, c in enumerate(flat) if c.hash not in reusable]
+                stored = old.sentence_rows([j for _, j in reuse_rows])
+                for i, j in reuse_rows:
+                    sentences[i] = stored.get(j)
+                reuse_rows = [(i, j) for i, j in reuse_rows if sentences[i] is not None]
+            todo = [i for i in range(len(flat)) if sentences[i] is None]
             report.reused, report.embedded = len(reuse_rows), len(todo)
             progress("embedding", 0, len(todo))
             if todo:
-                vectors[todo] = embedder.encode([flat[i].text for i in todo],
-                                                progress=lambda done, total: progress("embedding", done, total))
+                # chunk vectors and, from the same run of the model, a vector per sentence (answer sentences)
+                spans = [split_sentences(flat[i].text) for i in todo]
+                vectors[todo], pooled = embedder.encode_passages(
+                    [flat[i].text for i in todo], spans,
+                    progress=lambda done, total: progress("embedding", done, total))
+                for i, sp, vecs in zip(todo, spans, pooled):
+                    sentences[i] = (json.dumps(sp), vecs.astype(SENTENCE_DTYPE).tobytes())
         finally:
             if old is not None:
                 old.close()
@@ -193,7 +208,8 @@ def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress
             info = build_info(cfg, dim, index_type)
             info.update({"documents": len(documents), "chunks": len(flat), "build_seconds": round(report.seconds, 2),
                          "docs_dir": str(cfg.docs_dir), "vectors": dataclasses.asdict(cfg.vectors)})
-            write_build(build_dir, info, doc_rows, chunk_rows, index)
+            write_build(build_dir, info, doc_rows, chunk_rows, index,
+                        ((n, *row) for n, row in enumerate(sentences)))
             from index.bm25 import BM25_DIR, KeywordIndex  # the keyword index is part of the same build
             KeywordIndex.build([c["text"] for c in chunk_rows]).save(build_dir / BM25_DIR)
             hooks.get("written", lambda: None)()

@@ -44,14 +44,14 @@ class ChunkingConfig:
 class RetrievalConfig:
     top_k: int = 5
     mode: str = "hybrid"
-    min_score: float = 0.33             # best answer-sentence score for a confident answer (calibrated)
+    min_score: float = 0.29             # best answer-sentence score for a confident answer (calibrated)
     answer_sentences: int = 2
     fusion: str = "convex"              # "convex" (weighted min-max scores) or "rrf" (reciprocal rank fusion)
     dense_weight: float = 0.5           # convex fusion: weight of the dense score (1 - it for BM25)
     rrf_k: int = 60                     # rrf fusion: the constant k in 1 / (k + rank)
     candidates: int = 50                # passages each ranking contributes before fusion
     duplicate_threshold: float = 0.5    # shared word 5-grams (of the shorter passage) that make a near-duplicate
-    sentence_lexical_weight: float = 0.3  # answer sentences: weight of query-word overlap beside cosine
+    sentence_lexical_weight: float = 0.2  # answer sentences: weight of query-word overlap beside cosine
 
 
 @dataclass

@@ -49,6 +49,31 @@ def set_threads(threads: int = 0) -> None:
         set_threads.done = True
 
 
+def _numpy(x) -> np.ndarray:
+    """A torch tensor or an array as a float32 numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def pool_spans(tokens: np.ndarray, offsets: np.ndarray, special: np.ndarray, spans: Sequence[tuple[int, int]],
+               shift: int = 0) -> np.ndarray:
+    """One unit vector per character span of a text: the mean of the token embeddings whose start falls in the
+    span (special tokens excluded). `offsets` are into the text without its leading `shift` characters. A span
+    with no such token gets a zero row."""
+    out = np.zeros((len(spans), tokens.shape[1]), dtype=np.float32)
+    starts = offsets[:, 0] + shift
+    real = (special == 0) & (offsets[:, 1] > offsets[:, 0])
+    for k, (s, e) in enumerate(spans):
+        inside = real & (starts >= s) & (starts < e)
+        if inside.any():
+            v = tokens[inside].mean(0)
+            norm = float(np.linalg.norm(v))
+            if norm > 0:
+                out[k] = v / norm
+    return out
+
+
 class Embedder:
     """A sentence-transformers model behind a lock: `encode` texts to unit vectors, `count` word pieces."""
 
@@ -139,6 +164,51 @@ class Embedder:
             if progress:
                 progress(i + len(part), len(texts))
         return out
+
+    def encode_passages(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
+                        progress: Callable[[int, int], None] | None = None,
+                        batch_size: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """What `encode` gives, plus for each text one unit vector per span (its sentences), pooled from the
+        same run's token embeddings: the mean of the tokens inside the span, in the context of the whole
+        passage ("late pooling"), so sentence vectors cost no second pass of the model.
+
+        A span with no token inside the model's window (a passage longer than max_seq_length) is encoded on
+        its own."""
+        batch = batch_size or self.cfg.batch_size
+        model = self.model
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        pooled: list[np.ndarray] = [np.zeros((0, self.dim), dtype=np.float32)] * len(texts)
+        step = max(batch * 8, 256)
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # longest first: like lengths pad less
+        for i in range(0, len(texts), step):
+            rows = order[i:i + step]
+            part = [str(texts[j]) for j in rows]
+            results = model.encode(part, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True,
+                                   show_progress_bar=False, output_value=None)
+            if results and "offset_mapping" not in results[0]:  # sentence-transformers: tokenize again for offsets
+                enc = self.tokenizer([t.strip() for t in part], truncation="longest_first",
+                                     max_length=self.max_seq_length, return_offsets_mapping=True,
+                                     return_special_tokens_mask=True, verbose=False)
+                for n, r in enumerate(results):
+                    m = len(enc["input_ids"][n])
+                    r["offset_mapping"] = np.asarray(enc["offset_mapping"][n])
+                    r["special_tokens_mask"] = np.asarray(enc["special_tokens_mask"][n])
+                    r["token_embeddings"] = _numpy(r["token_embeddings"])[:m]
+            for n, j in enumerate(rows):
+                r = results[n]
+                out[j] = _numpy(r["sentence_embedding"])
+                shift = len(part[n]) - len(part[n].lstrip())
+                pooled[j] = pool_spans(_numpy(r["token_embeddings"]), np.asarray(r["offset_mapping"]),
+                                       np.asarray(r["special_tokens_mask"]), spans[j], shift)
+            if progress:
+                progress(i + len(part), len(texts))
+        # spans the window did not reach: encode them alone
+        missing = [(j, k) for j, vecs in enumerate(pooled) for k in range(len(vecs)) if not vecs[k].any()]
+        if missing:
+            alone = self.encode([str(texts[j])[slice(*spans[j][k])] for j, k in missing], batch_size=batch)
+            for (j, k), v in zip(missing, alone):
+                pooled[j][k] = v
+        return out, pooled
 
     def encode_query(self, text: str) -> np.ndarray:
         return self.encode([text])[0]

@@ -25,7 +25,7 @@ from index.embedding import EmbeddingError
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3  # 3: token embeddings as a second output (sentence vectors pooled at build time)
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 MISSING = ("embedding.backend = 'onnx-int8' needs the packages onnxruntime and onnx "
            "(pip install onnxruntime onnx), or set embedding.backend = 'torch'")
@@ -93,7 +93,7 @@ def export_int8(model_dir: Path, target: Path) -> None:
                                 token_type_ids=token_type_ids).last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(mean, p=2, dim=1)
+            return torch.nn.functional.normalize(mean, p=2, dim=1), hidden
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModel.from_pretrained(str(model_dir))
@@ -106,9 +106,10 @@ def export_int8(model_dir: Path, target: Path) -> None:
         fp32 = Path(tmp) / "model-fp32.onnx"
         axes = {name: {0: "batch", 1: "tokens"} for name in INPUTS}
         axes["sentence_embedding"] = {0: "batch"}
+        axes["token_embeddings"] = {0: "batch", 1: "tokens"}
         with torch.no_grad():
             torch.onnx.export(Pooled(model), tuple(sample[n] for n in INPUTS), str(fp32), input_names=list(INPUTS),
-                              output_names=["sentence_embedding"], dynamic_axes=axes, opset_version=17,
+                              output_names=["sentence_embedding", "token_embeddings"], dynamic_axes=axes, opset_version=17,
                               dynamo=False)
         int8 = Path(tmp) / "model-int8.onnx"
         # per-channel int8 weights of the MatMuls only (the embedding table stays float): cosine to the float
@@ -186,20 +187,40 @@ class OnnxEncoder:
         return self
 
     def encode(self, texts: Sequence[str], batch_size: int = 32, normalize_embeddings: bool = True,
-               convert_to_numpy: bool = True, show_progress_bar: bool = False, **_) -> np.ndarray:
-        """Unit vectors (float32), one row per text; texts are batched by length like sentence-transformers."""
+               convert_to_numpy: bool = True, show_progress_bar: bool = False, output_value: str | None = "sentence_embedding",
+               **_) -> np.ndarray | list[dict]:
+        """Unit vectors (float32), one row per text; texts are batched by length like sentence-transformers.
+
+        `output_value=None` (as in sentence-transformers): one dict per text instead, with its
+        "sentence_embedding", its "token_embeddings" and the tokenizer's "input_ids", "offset_mapping" (into the
+        stripped text) and "special_tokens_mask", without padding."""
         texts = [str(t).strip() for t in texts]
+        tokens = output_value is None
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        rows: list[dict] = [{} for _ in texts]
         order = np.argsort([-len(t) for t in texts], kind="stable")
         for i in range(0, len(texts), batch_size):
             idx = order[i:i + batch_size]
             enc = self.tokenizer([texts[j] for j in idx], padding=True, truncation="longest_first",
-                                 max_length=self.max_seq_length, return_tensors="np")
+                                 max_length=self.max_seq_length, return_tensors="np",
+                                 return_offsets_mapping=tokens, return_special_tokens_mask=tokens)
             feed = {name: enc[name].astype(np.int64) for name in INPUTS if name in self._inputs and name in enc}
             if "token_type_ids" in self._inputs and "token_type_ids" not in feed:
                 feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
-            out[idx] = self.session.run(None, feed)[0]
+            outputs = self.session.run(None, feed)
+            out[idx] = outputs[0]
+            if tokens:
+                lengths = enc["attention_mask"].sum(1)
+                for n, j in enumerate(idx):
+                    m = int(lengths[n])
+                    rows[j] = {"token_embeddings": outputs[1][n, :m], "input_ids": enc["input_ids"][n, :m],
+                               "offset_mapping": enc["offset_mapping"][n, :m],
+                               "special_tokens_mask": enc["special_tokens_mask"][n, :m]}
         if normalize_embeddings:  # already unit length from the graph; renormalise float rounding
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             out /= np.where(norms > 0, norms, 1.0)
+        if tokens:
+            for j, row in enumerate(rows):
+                row["sentence_embedding"] = out[j]
+            return rows
         return out

@@ -9,8 +9,9 @@ confidence -> `Answer`.
 - Near-duplicates (the same quotation in two outlets) are shown once: the strongest passage, with the
   documents of the others in `duplicates`.
 - Answer sentences: in each passage, the sentence(s) scoring best on cosine with the question plus a weighted
-  share of the question's words they contain. Sentence vectors are cached per chunk, so a passage is
-  embedded once per build, not once per question.
+  share of the question's words they contain. Sentence vectors are pooled at build time from the chunk's own
+  token embeddings (in context, at no extra model cost) and read from the build, so choosing them costs
+  no model run at question time.
 - Confidence: the best answer sentence's score among the returned passages must reach `retrieval.min_score`
   (calibrated on the team's question set against off-topic questions; see README.md, "Retrieval").
 """
@@ -319,21 +320,29 @@ class Searcher:
 
     # ------------------------------------------------------------ answer sentences
     def _sentence_data(self, passages: list[Passage]) -> list[tuple[list[tuple[int, int]], np.ndarray, list[frozenset]]]:
-        """Per passage: sentence spans, their unit vectors and their analysed words (cached by chunk id)."""
+        """Per passage: sentence spans, their unit vectors and their analysed words (cached by chunk id).
+
+        The vectors were pooled at build time (`Embedder.encode_passages`), so this reads them; a build made
+        before they were stored gets its sentences embedded here, once per chunk."""
         analyzer = self.snap.keyword.analyzer
         with self._cache_lock:
             missing = [p for p in passages if p.chunk_id not in self._sentences]
         if missing:
-            spans = {p.chunk_id: split_sentences(p.text) for p in missing}
-            texts = [p.text[s:e] for p in missing for s, e in spans[p.chunk_id]]
-            vectors = self.embedder.encode(texts) if texts else np.zeros((0, 1), dtype=np.float32)
-            pos = 0
+            found = self.snap.sentences([p.chunk_id for p in missing])
+            unstored = [p for p in missing if p.chunk_id not in found]
+            if unstored:
+                spans = {p.chunk_id: split_sentences(p.text) for p in unstored}
+                texts = [p.text[s:e] for p in unstored for s, e in spans[p.chunk_id]]
+                vectors = self.embedder.encode(texts) if texts else np.zeros((0, 1), dtype=np.float32)
+                pos = 0
+                for p in unstored:
+                    n = len(spans[p.chunk_id])
+                    found[p.chunk_id] = (spans[p.chunk_id], vectors[pos:pos + n])
+                    pos += n
             with self._cache_lock:
                 for p in missing:
-                    sp = spans[p.chunk_id]
-                    terms = [frozenset(analyzer(p.text[s:e])) for s, e in sp]
-                    self._sentences[p.chunk_id] = (sp, vectors[pos:pos + len(sp)], terms)
-                    pos += len(sp)
+                    sp, vecs = found[p.chunk_id]
+                    self._sentences[p.chunk_id] = (sp, vecs, [frozenset(analyzer(p.text[s:e])) for s, e in sp])
                 while len(self._sentences) > SENTENCE_CACHE:
                     self._sentences.popitem(last=False)
         with self._cache_lock:

@@ -22,7 +22,7 @@ import uuid
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -38,7 +38,9 @@ CREATE TABLE chunks (
     location TEXT NOT NULL, text TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE INDEX chunks_doc ON chunks(doc_id, ord);
 CREATE INDEX chunks_hash ON chunks(hash);
+CREATE TABLE sentences (chunk_id INTEGER PRIMARY KEY, spans TEXT NOT NULL, vectors BLOB NOT NULL);
 """
+SENTENCE_DTYPE = np.float16  # sentence vectors: unit length, half precision (cosine error < 0.001)
 FAISS_FILE = "vectors.faiss"
 SQLITE_FILE = "index.sqlite"
 
@@ -150,8 +152,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_build(build_dir: Path, info: dict, documents: Sequence[dict], chunks: Sequence[dict],
-                index) -> None:
-    """Write one complete build (SQLite rows and a FAISS index) into `build_dir` and fsync it."""
+                index, sentences: Iterable[tuple[int, str, bytes]] = ()) -> None:
+    """Write one complete build (SQLite rows and a FAISS index) into `build_dir` and fsync it. `sentences`:
+    (chunk id, JSON of its sentence spans, their vectors as SENTENCE_DTYPE bytes)."""
     import faiss
     db_path = build_dir / SQLITE_FILE
     con = sqlite3.connect(db_path)
@@ -164,6 +167,7 @@ def write_build(build_dir: Path, info: dict, documents: Sequence[dict], chunks: 
         con.executemany(
             'INSERT INTO chunks VALUES (:id, :doc_id, :ord, :start, :end, :tokens, :page, :section, :location,'
             ' :text, :hash)', chunks)
+        con.executemany("INSERT INTO sentences VALUES (?, ?, ?)", sentences)
         con.commit()
     finally:
         con.close()
@@ -210,6 +214,8 @@ class Snapshot:
         self.info = {r["key"]: json.loads(r["value"]) for r in self.query("SELECT key, value FROM build_info")}
         self._keyword = None
         self._keyword_lock = threading.Lock()
+        self.has_sentences = bool(self.query(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sentences'"))
 
     @property
     def keyword(self):
@@ -270,6 +276,30 @@ class Snapshot:
                         title=r["title"], date=dt.date.fromisoformat(r["date"]) if r["date"] else None,
                         url=r["url"], text=r["text"], blocks=[Block(*b) for b in json.loads(r["blocks"])],
                         removed=json.loads(r["removed"]))
+
+    def sentence_rows(self, ids: Sequence[int]) -> dict[int, tuple[str, bytes]]:
+        """The stored (spans JSON, vector bytes) of chunk ids, as written (for reuse by the next build)."""
+        if not self.has_sentences or not len(ids):
+            return {}
+        out = {}
+        ids = [int(i) for i in ids]
+        for i in range(0, len(ids), 900):
+            part = ids[i:i + 900]
+            rows = self.query(f"SELECT chunk_id, spans, vectors FROM sentences WHERE chunk_id IN "
+                              f"({','.join('?' * len(part))})", part)
+            out.update({r["chunk_id"]: (r["spans"], r["vectors"]) for r in rows})
+        return out
+
+    def sentences(self, ids: Sequence[int]) -> dict[int, tuple[list[tuple[int, int]], np.ndarray]]:
+        """Sentence spans and unit vectors (float32) of chunk ids, pooled at build time; builds made before
+        they were stored have none."""
+        out = {}
+        for chunk_id, (spans, blob) in self.sentence_rows(ids).items():
+            pairs = [tuple(s) for s in json.loads(spans)]
+            vectors = (np.frombuffer(blob, dtype=SENTENCE_DTYPE).astype(np.float32).reshape(len(pairs), -1)
+                       if pairs else np.zeros((0, self.index.d), dtype=np.float32))
+            out[chunk_id] = (pairs, vectors)
+        return out
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
         """The stored vectors of chunk ids (reconstructed from the FAISS index)."""

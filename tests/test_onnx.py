@@ -38,9 +38,19 @@ def onnx_embedder(tmp_path_factory):
             os.environ["CITEBOT_CACHE_DIR"] = old
 
 
-def test_int8_vectors_match_float_model(onnx_embedder, embedder):
+@pytest.fixture(scope="module")
+def torch_embedder():
+    """The float model through sentence-transformers (the session's `embedder` is the int8 default)."""
+    from index.config import EmbeddingConfig
+    from index.embedding import Embedder
+    e = Embedder(EmbeddingConfig(backend="torch"))
+    e.model
+    return e
+
+
+def test_int8_vectors_match_float_model(onnx_embedder, torch_embedder):
     got = onnx_embedder.encode(TEXTS)
-    want = embedder.encode(TEXTS)
+    want = torch_embedder.encode(TEXTS)
     assert got.shape == want.shape == (len(TEXTS), 384)
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
     cos = (got * want).sum(axis=1)
@@ -71,3 +81,26 @@ def test_missing_onnxruntime_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(EmbeddingError, match="onnxruntime"):
         Embedder(EmbeddingConfig(backend="onnx-int8")).model
+
+
+@pytest.mark.parametrize("backend", ["onnx-int8", "torch"])
+def test_encode_passages_pools_each_sentence_from_the_same_run(backend, onnx_embedder, torch_embedder):
+    from index.chunking import split_sentences
+    e = onnx_embedder if backend == "onnx-int8" else torch_embedder
+    texts = [" ".join(TEXTS[:4]), "  " + TEXTS[0] + " " + TEXTS[1], TEXTS[4]]  # leading spaces: offsets into stripped text
+    spans = [split_sentences(t) for t in texts]
+    vectors, pooled = e.encode_passages(texts, spans)
+    assert np.allclose(vectors, e.encode(texts), atol=0.02)  # the same chunk vectors as encode
+    for text, sp, vecs in zip(texts, spans, pooled):
+        assert vecs.shape == (len(sp), 384) and np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
+        alone = e.encode([text[s:t] for s, t in sp])
+        cos = vecs @ alone.T
+        if text == TEXTS[4]:  # one sentence three times: each copy stands for it
+            assert cos.min() >= 0.8, cos.round(2)
+        else:  # distinct sentences: each is nearest its own
+            assert (cos.argmax(axis=1) == np.arange(len(sp))).all(), cos.round(2)
+    if backend == "torch":  # both backends pool alike
+        other, _ = onnx_embedder.encode_passages(texts, spans)
+        assert ((other * vectors).sum(axis=1) >= 0.99).all()
+        assert min(float((a * b).sum(axis=1).min()) for a, b in
+                   zip(pooled, onnx_embedder.encode_passages(texts, spans)[1])) >= 0.95
