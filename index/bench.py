@@ -91,26 +91,22 @@ class TimedEmbedder:
         self.encode_s = 0.0
         self.count_s = 0.0
 
-    def encode(self, texts, *a, **kw):
+    def _timed(self, total: str, fn: Callable, *a, **kw):
+        """`fn(*a, **kw)`, its time added to the attribute `total`."""
         t = time.perf_counter()
         try:
-            return self.inner.encode(texts, *a, **kw)
+            return fn(*a, **kw)
         finally:
-            self.encode_s += time.perf_counter() - t
+            setattr(self, total, getattr(self, total) + time.perf_counter() - t)
+
+    def encode(self, texts, *a, **kw):
+        return self._timed("encode_s", self.inner.encode, texts, *a, **kw)
 
     def encode_passages(self, texts, *a, **kw):
-        t = time.perf_counter()
-        try:
-            return self.inner.encode_passages(texts, *a, **kw)
-        finally:
-            self.encode_s += time.perf_counter() - t
+        return self._timed("encode_s", self.inner.encode_passages, texts, *a, **kw)
 
     def count(self, texts):
-        t = time.perf_counter()
-        try:
-            return self.inner.count(texts)
-        finally:
-            self.count_s += time.perf_counter() - t
+        return self._timed("count_s", self.inner.count, texts)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)

@@ -95,7 +95,7 @@ class BotConfig:
     sync_on_start: bool = False
     sharded: bool = False
     view_timeout_seconds: float = 600.0
-    workers: int = 2
+    workers: int = 1
     max_live_views: int = 1000
 
 
