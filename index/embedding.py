@@ -147,22 +147,31 @@ class Embedder:
                                        verbose=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
+    @staticmethod
+    def _slices(texts: Sequence[str], step: int, progress: Callable[[int, int], None] | None):
+        """Row indices of `texts` in slices of `step`, longest texts first over all of them (not only within
+        a slice: batches of like lengths pad less); `progress(done, total)` after each slice is used."""
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        for i in range(0, len(texts), step):
+            rows = order[i:i + step]
+            yield rows
+            if progress:
+                progress(i + len(rows), len(texts))
+
     def encode(self, texts: Sequence[str], progress: Callable[[int, int], None] | None = None,
                batch_size: int | None = None) -> np.ndarray:
         """Unit-length float32 vectors, one row per text; `progress(done, total)` after each slice."""
         batch = batch_size or self.cfg.batch_size
         model = self.model
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        step = max(batch * 8, 256) if progress else max(len(texts), 1)
-        # longest first over all texts, not only within each slice: batches of like lengths pad less
-        order = np.argsort([-len(t) for t in texts], kind="stable") if progress else np.arange(len(texts))
-        for i in range(0, len(texts), step):
-            rows = order[i:i + step]
-            part = [texts[j] for j in rows]
-            out[rows] = model.encode(part, batch_size=batch, normalize_embeddings=True,
+        if not progress:  # one call: the model sorts by length itself
+            if len(texts):
+                out[:] = model.encode(list(texts), batch_size=batch, normalize_embeddings=True,
+                                      convert_to_numpy=True, show_progress_bar=False)
+            return out
+        for rows in self._slices(texts, max(batch * 8, 256), progress):
+            out[rows] = model.encode([texts[j] for j in rows], batch_size=batch, normalize_embeddings=True,
                                      convert_to_numpy=True, show_progress_bar=False)
-            if progress:
-                progress(i + len(part), len(texts))
         return out
 
     def encode_passages(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
@@ -178,10 +187,7 @@ class Embedder:
         model = self.model
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         pooled: list[np.ndarray] = [np.zeros((0, self.dim), dtype=np.float32)] * len(texts)
-        step = max(batch * 8, 256)
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # longest first: like lengths pad less
-        for i in range(0, len(texts), step):
-            rows = order[i:i + step]
+        for rows in self._slices(texts, max(batch * 8, 256), progress):
             part = [str(texts[j]) for j in rows]
             results = model.encode(part, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True,
                                    show_progress_bar=False, output_value=None)
@@ -200,8 +206,6 @@ class Embedder:
                 shift = len(part[n]) - len(part[n].lstrip())
                 pooled[j] = pool_spans(_numpy(r["token_embeddings"]), np.asarray(r["offset_mapping"]),
                                        np.asarray(r["special_tokens_mask"]), spans[j], shift)
-            if progress:
-                progress(i + len(part), len(texts))
         # spans the window did not reach: encode them alone
         missing = [(j, k) for j, vecs in enumerate(pooled) for k in range(len(vecs)) if not vecs[k].any()]
         if missing:

@@ -192,8 +192,8 @@ class OnnxEncoder:
         """Unit vectors (float32), one row per text; texts are batched by length like sentence-transformers.
 
         `output_value=None` (as in sentence-transformers): one dict per text instead, with its
-        "sentence_embedding", its "token_embeddings" and the tokenizer's "input_ids", "offset_mapping" (into the
-        stripped text) and "special_tokens_mask", without padding."""
+        "sentence_embedding", its "token_embeddings" and the tokenizer's "offset_mapping" (into the stripped
+        text) and "special_tokens_mask", without padding."""
         texts = [str(t).strip() for t in texts]
         tokens = output_value is None
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
@@ -213,8 +213,7 @@ class OnnxEncoder:
                 lengths = enc["attention_mask"].sum(1)
                 for n, j in enumerate(idx):
                     m = int(lengths[n])
-                    rows[j] = {"token_embeddings": outputs[1][n, :m], "input_ids": enc["input_ids"][n, :m],
-                               "offset_mapping": enc["offset_mapping"][n, :m],
+                    rows[j] = {"token_embeddings": outputs[1][n, :m], "offset_mapping": enc["offset_mapping"][n, :m],
                                "special_tokens_mask": enc["special_tokens_mask"][n, :m]}
         if normalize_embeddings:  # already unit length from the graph; renormalise float rounding
             norms = np.linalg.norm(out, axis=1, keepdims=True)
