@@ -39,6 +39,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 DOC_CHUNKS = 25          # chunks per synthetic document
+EF_SWEEP = (128, 256, 384, 512, 768, 1024)  # HNSW search depths whose recall the bench also reports
 NOISE = 0.004            # per-dimension noise on synthetic vectors (cosine to the noiseless vector ~0.997)
 
 
@@ -384,8 +385,22 @@ def _recall(searcher, embedder, questions: Sequence[str], k: int = 10) -> dict:
     if exact is raw:
         return {"recall_at_10": 1.0, "faiss_ms": ann_ms, "exact_faiss_ms": ann_ms}
     truth, exact_ms = run(exact)
-    recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, truth)]))
-    return {"recall_at_10": round(recall, 4), "faiss_ms": ann_ms, "exact_faiss_ms": exact_ms}
+
+    def recall_of(found) -> float:
+        return round(float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth)])), 4)
+
+    out = {"recall_at_10": recall_of(got), "faiss_ms": ann_ms, "exact_faiss_ms": exact_ms}
+    hnsw = getattr(raw, "hnsw", None)
+    if hnsw is not None:  # the recall and time of other search depths on the same graph (ef_search to choose)
+        built, out["ef_search"] = hnsw.efSearch, {}
+        try:
+            for ef in EF_SWEEP:
+                hnsw.efSearch = ef
+                found, ms = run(raw)
+                out["ef_search"][str(ef)] = {"recall_at_10": recall_of(found), "faiss_ms": ms}
+        finally:
+            hnsw.efSearch = built
+    return out
 
 
 def _serve_main(job: str) -> None:
@@ -580,6 +595,9 @@ def format_result(r: dict) -> str:
              f"  model load {r['load_s']:.1f} s; peak RSS serving {r['rss_mb']:,.0f} MB "
              f"(bench process {r['build_rss_mb']:,.0f} MB); recall@10 vs exact {r['recall_at_10']:.3f}"
              f" (FAISS {r.get('faiss_ms', 0):.2f} ms, exact {r.get('exact_faiss_ms', 0):.2f} ms)"]
+    if r.get("ef_search"):
+        lines.append("  HNSW " + ", ".join(f"ef_search {ef}: recall {v['recall_at_10']:.3f} in {v['faiss_ms']:.2f} ms"
+                                         for ef, v in r["ef_search"].items()))
     for mode, p in r["query_ms"].items():
         ret = r.get("retrieval_ms", {}).get(mode)
         lines.append(f"  {mode:<7} end to end p50 {p['p50']:7.1f}  p95 {p['p95']:7.1f}  p99 {p['p99']:7.1f} ms"

@@ -17,13 +17,14 @@ from index.chunking import Chunk, chunk_document, split_sentences
 from index.config import Config
 from index.documents import LoadError, load_documents
 from index.embedding import Embedder
-from index.store import SENTENCE_DTYPE, IndexMismatch, IndexMissing, IndexRoot, Snapshot, write_build
+from index.store import SENTENCE_DTYPE, BuildWriter, IndexMismatch, IndexMissing, IndexRoot, Snapshot
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 CHUNKER_VERSION = 1
 SENTENCE_VECTORS = "late-pooled-1"  # how the stored sentence vectors were made (Embedder.encode_passages)
+EMBED_BATCH = 2048  # chunks embedded (or copied from the previous build) and written at a time
 
 
 class BuildError(Exception):
@@ -134,12 +135,24 @@ def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress
                             old.info.get("model"), old.info.get("backend", "torch"), cfg.embedding.model,
                             cfg.embedding.backend)
 
-            all_chunks: list[list[Chunk]] = []
-            for n, document in enumerate(documents, 1):
-                all_chunks.append(chunk_document(document, embedder, cfg.chunking.max_tokens,
-                                                 cfg.chunking.overlap_sentences))
-                progress("chunking", n, len(documents))
-            for document in documents:
+            seen = {d.doc for d in documents}
+            report.removed = sorted(d for d in old_docs if d not in seen)
+            build_dir = root.new_build_dir()
+            try:
+                writer = BuildWriter(build_dir)
+            except BaseException:
+                root.discard(build_dir)
+                raise
+        except BaseException:
+            if old is not None:
+                old.close()
+            raise
+        try:
+            # chunk each document and write its rows at once; then only the chunks stay in memory
+            flat: list[Chunk] = []
+            n_docs = len(documents)
+            for doc_id in range(n_docs):
+                document, documents[doc_id] = documents[doc_id], None
                 before = old_docs.get(document.doc)
                 if before is None:
                     report.added.append(document.doc)
@@ -147,10 +160,19 @@ def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress
                     report.changed.append(document.doc)
                 else:
                     report.unchanged.append(document.doc)
-            seen = {d.doc for d in documents}
-            report.removed = sorted(d for d in old_docs if d not in seen)
-
-            flat = [c for chunks in all_chunks for c in chunks]
+                chunks = chunk_document(document, embedder, cfg.chunking.max_tokens, cfg.chunking.overlap_sentences)
+                writer.documents([{
+                    "id": doc_id, "doc": document.doc, "kind": document.kind, "title": document.title,
+                    "date": document.date.isoformat() if document.date else None, "url": document.url,
+                    "content_hash": document.content_hash, "text": document.text,
+                    "blocks": json.dumps([[b.start, b.end, b.page, b.section, b.line] for b in document.blocks]),
+                    "removed": json.dumps(document.removed), "n_chunks": len(chunks)}])
+                writer.chunks({"id": len(flat) + n, "doc_id": doc_id, "ord": c.ord, "start": c.start, "end": c.end,
+                               "tokens": c.tokens, "page": c.page, "section": c.section, "location": c.location,
+                               "text": c.text, "hash": c.hash} for n, c in enumerate(chunks))
+                flat.extend(chunks)
+                progress("chunking", doc_id + 1, n_docs)
+            del documents
             report.chunks = len(flat)
             reusable: dict[str, int] = {}
             if reuse_ok:
@@ -162,65 +184,73 @@ def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress
                     reusable.update({r["hash"]: r["id"] for r in rows})
             # with nothing to embed, the model need not load: the old build knows the dimension
             dim = int(old.info["dim"]) if reuse_ok and all(c.hash in reusable for c in flat) else embedder.dim
+
             vectors = np.zeros((len(flat), dim), dtype=np.float32)
-            sentences: list[tuple[str, bytes] | None] = [None] * len(flat)  # per chunk: spans JSON, vector bytes
-            reuse_rows = [(i, reusable[c.hash]) for i, c in enumerate(flat) if c.hash in reusable]
-            if reuse_rows:
-                vectors[[i for i, _ in reuse_rows]] = old.vectors([j for _, j in reuse_rows])
-                stored = old.sentence_rows([j for _, j in reuse_rows])
-                for i, j in reuse_rows:
-                    sentences[i] = stored.get(j)
-                reuse_rows = [(i, j) for i, j in reuse_rows if sentences[i] is not None]
-            todo = [i for i in range(len(flat)) if sentences[i] is None]
-            report.reused, report.embedded = len(reuse_rows), len(todo)
-            progress("embedding", 0, len(todo))
-            if todo:
-                # chunk vectors and, from the same run of the model, a vector per sentence (answer sentences)
-                spans = [split_sentences(flat[i].text) for i in todo]
-                vectors[todo], pooled = embedder.encode_passages(
-                    [flat[i].text for i in todo], spans,
-                    progress=lambda done, total: progress("embedding", done, total))
-                for i, sp, vecs in zip(todo, spans, pooled):
-                    sentences[i] = (json.dumps(sp), vecs.astype(SENTENCE_DTYPE).tobytes())
-        finally:
+            _embed_and_write(flat, reusable, old, embedder, vectors, writer, report, progress)
             if old is not None:
                 old.close()
-        hooks.get("embedded", lambda: None)()
+                old = None
+            hooks.get("embedded", lambda: None)()
 
-        progress("writing", 0, 1)
-        build_dir = root.new_build_dir()
-        try:
+            progress("writing", 0, 1)
+            from index.bm25 import BM25_DIR, KeywordIndex  # the keyword index is part of the same build
+            keyword = KeywordIndex.build(c.text for c in flat)
+            del flat  # the rest of the build needs none of the text
             index, index_type = make_faiss_index(vectors, dim, cfg.vectors)
-            doc_rows, chunk_rows, next_id = [], [], 0
-            for doc_id, (document, chunks) in enumerate(zip(documents, all_chunks)):
-                doc_rows.append({
-                    "id": doc_id, "doc": document.doc, "kind": document.kind, "title": document.title,
-                    "date": document.date.isoformat() if document.date else None, "url": document.url,
-                    "content_hash": document.content_hash, "text": document.text,
-                    "blocks": json.dumps([[b.start, b.end, b.page, b.section, b.line] for b in document.blocks]),
-                    "removed": json.dumps(document.removed), "n_chunks": len(chunks)})
-                for c in chunks:
-                    chunk_rows.append({"id": next_id, "doc_id": doc_id, "ord": c.ord, "start": c.start, "end": c.end,
-                                       "tokens": c.tokens, "page": c.page, "section": c.section,
-                                       "location": c.location, "text": c.text, "hash": c.hash})
-                    next_id += 1
+            del vectors
             report.seconds = time.perf_counter() - started
             info = build_info(cfg, dim, index_type)
-            info.update({"documents": len(documents), "chunks": len(flat), "build_seconds": round(report.seconds, 2),
+            info.update({"documents": n_docs, "chunks": report.chunks, "build_seconds": round(report.seconds, 2),
                          "docs_dir": str(cfg.docs_dir), "vectors": dataclasses.asdict(cfg.vectors)})
-            write_build(build_dir, info, doc_rows, chunk_rows, index,
-                        ((n, *row) for n, row in enumerate(sentences)))
-            from index.bm25 import BM25_DIR, KeywordIndex  # the keyword index is part of the same build
-            KeywordIndex.build([c["text"] for c in chunk_rows]).save(build_dir / BM25_DIR)
+            writer.finish(info, index)
+            del index
+            keyword.save(build_dir / BM25_DIR)
             hooks.get("written", lambda: None)()
             root.publish(build_dir)
         except BaseException:
+            writer.close()
             root.discard(build_dir)
             raise
+        finally:
+            if old is not None:
+                old.close()
         report.build_dir = build_dir
         report.seconds = time.perf_counter() - started
         progress("done", 1, 1)
         return report
+
+
+def _embed_and_write(flat: list[Chunk], reusable: dict[str, int], old: Snapshot | None, embedder: Embedder,
+                     vectors: np.ndarray, writer: BuildWriter, report: BuildReport, progress: Progress) -> None:
+    """Fill `vectors` (row i = chunk i) and write every chunk's sentence spans and vectors, EMBED_BATCH chunks
+    at a time: a chunk whose text the old build has is copied from it, the others are embedded (the chunk
+    vector and, from the same run of the model, a vector per sentence for the answer sentences). Only one
+    batch of sentence vectors is in memory at a time."""
+    todo_total = sum(1 for c in flat if c.hash not in reusable)
+    done = 0
+    progress("embedding", 0, todo_total)
+    for start in range(0, len(flat), EMBED_BATCH):
+        batch = range(start, min(start + EMBED_BATCH, len(flat)))
+        rows: dict[int, tuple[str, bytes]] = {}
+        reuse = [(i, reusable[flat[i].hash]) for i in batch if flat[i].hash in reusable]
+        if reuse:
+            vectors[[i for i, _ in reuse]] = old.vectors([j for _, j in reuse])
+            stored = old.sentence_rows([j for _, j in reuse])
+            rows = {i: stored[j] for i, j in reuse if j in stored}
+        report.reused += len(rows)
+        todo = [i for i in batch if i not in rows]
+        if todo:
+            todo_total += len([i for i in todo if flat[i].hash in reusable])  # an old row without sentences
+            spans = [split_sentences(flat[i].text) for i in todo]
+            vectors[todo], pooled = embedder.encode_passages(
+                [flat[i].text for i in todo], spans,
+                progress=lambda n, total: progress("embedding", done + n, todo_total))
+            for i, sp, vecs in zip(todo, spans, pooled):
+                rows[i] = (json.dumps(sp), vecs.astype(SENTENCE_DTYPE).tobytes())
+            done += len(todo)
+            report.embedded += len(todo)
+        writer.sentences((i, *rows[i]) for i in batch)
+    progress("embedding", done, todo_total)
 
 
 def open_snapshot(cfg: Config, dim: int | None = None) -> Snapshot:

@@ -151,31 +151,47 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_build(build_dir: Path, info: dict, documents: Sequence[dict], chunks: Sequence[dict],
-                index, sentences: Iterable[tuple[int, str, bytes]] = ()) -> None:
-    """Write one complete build (SQLite rows and a FAISS index) into `build_dir` and fsync it. `sentences`:
-    (chunk id, JSON of its sentence spans, their vectors as SENTENCE_DTYPE bytes)."""
-    import faiss
-    db_path = build_dir / SQLITE_FILE
-    con = sqlite3.connect(db_path)
-    try:
-        con.executescript(SCHEMA)
-        con.executemany("INSERT INTO build_info VALUES (?, ?)", [(k, json.dumps(v)) for k, v in info.items()])
-        con.executemany(
+class BuildWriter:
+    """Writes one build into `build_dir` as it is made: documents, chunks and sentence vectors go to SQLite in
+    batches (one transaction, so memory stays flat however large the corpus), then `finish` adds the build
+    info and the FAISS index and fsyncs. Nothing reads a build before it is published, and a build that fails
+    is discarded whole, so SQLite's journal and per-statement syncs are off while writing."""
+
+    def __init__(self, build_dir: Path):
+        self.build_dir = Path(build_dir)
+        self.con = sqlite3.connect(self.build_dir / SQLITE_FILE)
+        self.con.execute("PRAGMA journal_mode = OFF")
+        self.con.execute("PRAGMA synchronous = OFF")
+        self.con.executescript(SCHEMA)
+
+    def documents(self, rows: Iterable[dict]) -> None:
+        self.con.executemany(
             "INSERT INTO documents VALUES (:id, :doc, :kind, :title, :date, :url, :content_hash, :text, :blocks,"
-            " :removed, :n_chunks)", documents)
-        con.executemany(
+            " :removed, :n_chunks)", rows)
+
+    def chunks(self, rows: Iterable[dict]) -> None:
+        self.con.executemany(
             'INSERT INTO chunks VALUES (:id, :doc_id, :ord, :start, :end, :tokens, :page, :section, :location,'
-            ' :text, :hash)', chunks)
-        con.executemany("INSERT INTO sentences VALUES (?, ?, ?)", sentences)
-        con.commit()
-    finally:
-        con.close()
-    faiss.write_index(index, str(build_dir / FAISS_FILE))
-    for name in (SQLITE_FILE, FAISS_FILE):
-        with open(build_dir / name, "rb") as fh:
-            os.fsync(fh.fileno())
-    _fsync_dir(build_dir)
+            ' :text, :hash)', rows)
+
+    def sentences(self, rows: Iterable[tuple[int, str, bytes]]) -> None:
+        """(chunk id, JSON of its sentence spans, their vectors as SENTENCE_DTYPE bytes) per chunk."""
+        self.con.executemany("INSERT INTO sentences VALUES (?, ?, ?)", rows)
+
+    def finish(self, info: dict, index) -> None:
+        """Write the build info and the FAISS index, commit, and fsync every file of the build."""
+        import faiss
+        self.con.executemany("INSERT INTO build_info VALUES (?, ?)", [(k, json.dumps(v)) for k, v in info.items()])
+        self.con.commit()
+        self.close()
+        faiss.write_index(index, str(self.build_dir / FAISS_FILE))
+        for name in (SQLITE_FILE, FAISS_FILE):
+            with open(self.build_dir / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(self.build_dir)
+
+    def close(self) -> None:
+        self.con.close()
 
 
 class VectorIndex:

@@ -12,7 +12,7 @@ KEYS = {"chunks", "build_chunks_per_s", "encode_chunks_per_s", "query_ms", "load
 
 
 def test_bench_tiny_corpus_with_hnsw_forced(embedder, docs_copy, tmp_path):
-    from index.bench import BenchOptions, json_result, run_bench
+    from index.bench import BenchOptions, format_result, json_result, run_bench
     from index.search import MODES
     cfg = make_config(docs_copy, tmp_path / "unused", vectors={"exact_below": 0})
     opts = BenchOptions(sizes=[300], queries=2, sample=30, pool=150, in_process=True, noop_rebuild=False,
@@ -23,6 +23,11 @@ def test_bench_tiny_corpus_with_hnsw_forced(embedder, docs_copy, tmp_path):
     assert 250 <= out["chunks"] <= 330
     assert out["index_type"] == "hnsw"
     assert result["recall_at_10"] >= 0.97
+    sweep = result["ef_search"]  # recall by search depth on the same graph, to choose ef_search with
+    assert set(sweep) == {"128", "256", "384", "512", "768", "1024"}
+    assert all(0 < v["recall_at_10"] <= 1 and v["faiss_ms"] > 0 for v in sweep.values())
+    assert sweep["384"]["recall_at_10"] == result["recall_at_10"]  # the configured depth, measured twice
+    assert "ef_search 128: recall" in format_result(result)
     assert result["build_estimated"] and result["sample_chunks"] >= 30
     assert out["build_chunks_per_s"] > 0 and out["encode_chunks_per_s"] > 0 and out["index_bytes"] > 0
     assert set(out["query_ms"]) == set(MODES)

@@ -203,3 +203,50 @@ def test_pool_spans_averages_the_tokens_inside_each_span():
     special = np.array([1, 0, 0, 0, 1])
     out = pool_spans(tokens, offsets, special, [(1, 9), (10, 14), (20, 30)], shift=1)  # text has 1 leading space
     assert np.allclose(out[0], [1, 0]) and np.allclose(out[1], [0, 1]) and not out[2].any()
+
+
+def test_a_build_written_in_small_batches_matches_one_batch(docs_copy, tmp_path, embedder, monkeypatch):
+    """The build embeds and writes EMBED_BATCH chunks at a time: with batches of 4 (reused and new chunks mixed
+    inside them after an edit) every chunk keeps its own vector and sentence row, and progress adds up."""
+    import numpy as np
+    from index import build
+    from index.chunking import split_sentences
+    from index.store import Snapshot
+
+    def stored(kb):
+        snap = Snapshot(kb.root.current())
+        rows = snap.query("SELECT id, text FROM chunks ORDER BY id")
+        ids = [r["id"] for r in rows]
+        out = {r["text"]: (vec, snap.sentences([r["id"]])[r["id"]]) for r, vec in zip(rows, snap.vectors(ids))}
+        snap.close()
+        return out
+
+    whole = new_kb(docs_copy, tmp_path / "whole", embedder)
+    whole.build()
+    expected = stored(whole)
+    monkeypatch.setattr(build, "EMBED_BATCH", 4)
+    small = new_kb(docs_copy, tmp_path / "small", embedder)
+    seen = []
+    report = small.build(progress=lambda stage, done, total: seen.append((done, total)) if stage == "embedding" else None)
+    assert report.embedded == report.chunks > 8 and seen[-1] == (report.chunks, report.chunks)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    got = stored(small)
+    assert got.keys() == expected.keys()
+    for text, (vec, (spans, sentence_vectors)) in got.items():
+        assert spans == split_sentences(text) and spans == expected[text][1][0]
+        # int8 ONNX quantises activations per batch, so a vector moves a little with its batch companions
+        # (cosine 0.989 at worst here); row for row it is still its own chunk's and sentences' vector
+        cos = vec @ np.stack([v for v, _ in expected.values()]).T
+        assert cos.max() > 0.98 and list(expected)[int(cos.argmax())] == text
+        assert (np.sum(sentence_vectors * expected[text][1][1], axis=1) > 0.97).all()
+
+    target = docs_copy / "2017-09-07_news-failing-to-record-one-in-four-crimes.txt"
+    target.write_text(target.read_text().replace("about 21,200 a year", "about 99,999 a year"))
+    again = small.build()
+    assert 1 <= again.embedded < again.chunks and again.reused == again.chunks - again.embedded
+    for text, (vec, (spans, sentence_vectors)) in stored(small).items():
+        assert spans == split_sentences(text)
+        if text in expected:  # copied from the previous build, row for row
+            assert np.array_equal(vec, got[text][0]) and np.array_equal(sentence_vectors, got[text][1][1])
+        else:
+            assert "99,999" in text
