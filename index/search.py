@@ -126,18 +126,24 @@ def overlap(a: frozenset, b: frozenset) -> float:
     return len(a & b) / min(len(a), len(b))
 
 
-def collapse_duplicates(passages: list[Passage], threshold: float) -> list[Passage]:
+def collapse_duplicates(passages: list[Passage], threshold: float, cache: dict | None = None) -> list[Passage]:
     """Passages in order with near-duplicates folded into the first (strongest) of their group.
 
     Two passages are near-duplicates when `threshold` of the shorter one's word 5-grams occur in the other, or
     when their answer sentences are nearly the same (so no two passages of an answer say the same thing).
     The folded passage's document goes into `duplicates` (unless it is the keeper's own document) and its
-    chunk id into `duplicate_ids`.
+    chunk id into `duplicate_ids`. `cache` (a dict kept for one question) saves computing a passage's 5-grams
+    again when its passages are folded more than once.
     """
+    cache = {} if cache is None else cache
     kept: list[tuple[Passage, frozenset, frozenset]] = []
     for p in passages:
-        sh = shingles(p.text)
-        ans = shingles(p.answer_text) if p.answer_spans else frozenset()
+        key = (p.chunk_id, tuple(p.answer_spans))
+        if key not in cache:
+            sh = cache[p.chunk_id] if p.chunk_id in cache else shingles(p.text)
+            cache[p.chunk_id] = sh
+            cache[key] = (sh, shingles(p.answer_text) if p.answer_spans else frozenset())
+        sh, ans = cache[key]
         for keeper, ksh, kans in kept:
             if overlap(sh, ksh) >= threshold or (ans and kans and overlap(ans, kans) >= ANSWER_DUPLICATE):
                 keeper.duplicate_ids.extend([p.chunk_id, *p.duplicate_ids])
@@ -301,12 +307,13 @@ class Searcher:
                 scores=h.scores))
         # Fold near-identical texts first (cheap), so answer sentences are embedded only for passages that
         # can be shown; then fold again on the answer sentences themselves.
-        passages = collapse_duplicates(passages, self.cfg.duplicate_threshold)
+        folded: dict = {}
+        passages = collapse_duplicates(passages, self.cfg.duplicate_threshold, folded)
         shown: list[Passage] = []
         while passages and len(shown) < k:
             batch, passages = passages[: k - len(shown) + 1], passages[k - len(shown) + 1:]
             self.pick_answer_sentences(question, qvec, batch)
-            shown = collapse_duplicates(shown + batch, self.cfg.duplicate_threshold)
+            shown = collapse_duplicates(shown + batch, self.cfg.duplicate_threshold, folded)
         passages = shown[:k]
         confident = self.confidence(passages) >= self.cfg.min_score
         return Answer(question, passages, confident, (time.perf_counter() - started) * 1000, mode=mode,
