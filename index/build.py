@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from index.chunking import Chunk, chunk_document, split_sentences
+from index.chunking import chunk_document, split_sentences
 from index.config import Config
 from index.documents import LoadError, load_documents
 from index.embedding import Embedder
@@ -65,18 +65,19 @@ def build_info(cfg: Config, dim: int, index_type: str) -> dict:
     }
 
 
-def make_faiss_index(vectors: np.ndarray, dim: int, cfg=None):
-    """The inner-product index of `vectors` (unit length, so scores are cosines) and its type name.
+def new_vector_index(n: int, dim: int, cfg=None):
+    """An empty inner-product index for `n` unit vectors (so scores are cosines) and its type name.
 
     Exact search ("flat") below `cfg.exact_below` chunks, HNSW from there on (see README.md, "Performance", for the
     measurements behind the defaults); `cfg.storage = "float16"` halves the memory ("flat-fp16", "hnsw-fp16").
+    Vectors are added in batches as they are made, so the build never holds a second copy of them.
     """
     import faiss
     from index.config import VectorsConfig
     cfg = cfg or VectorsConfig()
     half = cfg.storage == "float16"
     ip = faiss.METRIC_INNER_PRODUCT
-    if len(vectors) < cfg.exact_below:
+    if n < cfg.exact_below:
         kind = "flat"
         index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, ip) if half else faiss.IndexFlatIP(dim)
     else:
@@ -85,12 +86,17 @@ def make_faiss_index(vectors: np.ndarray, dim: int, cfg=None):
                  else faiss.IndexHNSWFlat(dim, cfg.hnsw_m, ip))
         index.hnsw.efConstruction = cfg.ef_construction
         index.hnsw.efSearch = cfg.ef_search  # saved in the index file: the build decides
-    if len(vectors):
-        x = np.ascontiguousarray(vectors, dtype=np.float32)
-        if not index.is_trained:
-            index.train(x)
-        index.add(x)
+    if not index.is_trained:  # the fp16 scalar quantiser has nothing to learn
+        index.train(np.zeros((1, dim), dtype=np.float32))
     return index, kind + ("-fp16" if half else "")
+
+
+def make_faiss_index(vectors: np.ndarray, dim: int, cfg=None):
+    """`new_vector_index` for `vectors`, with them added."""
+    index, kind = new_vector_index(len(vectors), dim, cfg)
+    if len(vectors):
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index, kind
 
 
 def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress: Progress | None = None,
@@ -120,7 +126,7 @@ def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress
         current = root.current()
         if current is not None:
             try:
-                old = Snapshot(current)
+                old = Snapshot(current, mmap=True)
             except Exception as exc:  # a damaged old build must not stop a new one
                 log.warning("previous index unreadable (%s); building from scratch", exc)
         try:
@@ -148,8 +154,8 @@ def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress
                 old.close()
             raise
         try:
-            # chunk each document and write its rows at once; then only the chunks stay in memory
-            flat: list[Chunk] = []
+            # chunk each document and write its rows at once; only the chunks' hashes stay in memory
+            hashes: list[str] = []
             n_docs = len(documents)
             for doc_id in range(n_docs):
                 document, documents[doc_id] = documents[doc_id], None
@@ -161,50 +167,53 @@ def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress
                 else:
                     report.unchanged.append(document.doc)
                 chunks = chunk_document(document, embedder, cfg.chunking.max_tokens, cfg.chunking.overlap_sentences)
+                chunk_hashes = [c.hash for c in chunks]
                 writer.documents([{
                     "id": doc_id, "doc": document.doc, "kind": document.kind, "title": document.title,
                     "date": document.date.isoformat() if document.date else None, "url": document.url,
                     "content_hash": document.content_hash, "text": document.text,
                     "blocks": json.dumps([[b.start, b.end, b.page, b.section, b.line] for b in document.blocks]),
                     "removed": json.dumps(document.removed), "n_chunks": len(chunks)}])
-                writer.chunks({"id": len(flat) + n, "doc_id": doc_id, "ord": c.ord, "start": c.start, "end": c.end,
-                               "tokens": c.tokens, "page": c.page, "section": c.section, "location": c.location,
-                               "text": c.text, "hash": c.hash} for n, c in enumerate(chunks))
-                flat.extend(chunks)
+                writer.chunks({"id": len(hashes) + n, "doc_id": doc_id, "ord": c.ord, "start": c.start,
+                               "end": c.end, "tokens": c.tokens, "page": c.page, "section": c.section,
+                               "location": c.location, "text": c.text, "hash": h}
+                              for n, (c, h) in enumerate(zip(chunks, chunk_hashes)))
+                hashes.extend(chunk_hashes)
                 progress("chunking", doc_id + 1, n_docs)
             del documents
-            report.chunks = len(flat)
+            report.chunks = len(hashes)
+
+            # the keyword index of the same chunks, read back from the build, saved and let go before embedding
+            progress("keywords", 0, 0)
+            from index.bm25 import BM25_DIR, KeywordIndex
+            KeywordIndex.build(writer.chunk_texts()).save(build_dir / BM25_DIR)
+
             reusable: dict[str, int] = {}
             if reuse_ok:
-                hashes = sorted({c.hash for c in flat})
-                for i in range(0, len(hashes), 900):
-                    part = hashes[i:i + 900]
+                unique = sorted(set(hashes))
+                for i in range(0, len(unique), 900):
+                    part = unique[i:i + 900]
                     rows = old.query(f"SELECT hash, MIN(id) AS id FROM chunks WHERE hash IN ({','.join('?' * len(part))})"
                                      " GROUP BY hash", part)
                     reusable.update({r["hash"]: r["id"] for r in rows})
             # with nothing to embed, the model need not load: the old build knows the dimension
-            dim = int(old.info["dim"]) if reuse_ok and all(c.hash in reusable for c in flat) else embedder.dim
+            dim = int(old.info["dim"]) if reuse_ok and all(h in reusable for h in hashes) else embedder.dim
 
-            vectors = np.zeros((len(flat), dim), dtype=np.float32)
-            _embed_and_write(flat, reusable, old, embedder, vectors, writer, report, progress)
+            index, index_type = new_vector_index(len(hashes), dim, cfg.vectors)
+            _embed_and_write(hashes, reusable, old, embedder, index, writer, report, progress)
+            del hashes, reusable
             if old is not None:
                 old.close()
                 old = None
             hooks.get("embedded", lambda: None)()
 
             progress("writing", 0, 1)
-            from index.bm25 import BM25_DIR, KeywordIndex  # the keyword index is part of the same build
-            keyword = KeywordIndex.build(c.text for c in flat)
-            del flat  # the rest of the build needs none of the text
-            index, index_type = make_faiss_index(vectors, dim, cfg.vectors)
-            del vectors
             report.seconds = time.perf_counter() - started
             info = build_info(cfg, dim, index_type)
             info.update({"documents": n_docs, "chunks": report.chunks, "build_seconds": round(report.seconds, 2),
                          "docs_dir": str(cfg.docs_dir), "vectors": dataclasses.asdict(cfg.vectors)})
             writer.finish(info, index)
             del index
-            keyword.save(build_dir / BM25_DIR)
             hooks.get("written", lambda: None)()
             root.publish(build_dir)
         except BaseException:
@@ -220,35 +229,38 @@ def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress
         return report
 
 
-def _embed_and_write(flat: list[Chunk], reusable: dict[str, int], old: Snapshot | None, embedder: Embedder,
-                     vectors: np.ndarray, writer: BuildWriter, report: BuildReport, progress: Progress) -> None:
-    """Fill `vectors` (row i = chunk i) and write every chunk's sentence spans and vectors, EMBED_BATCH chunks
-    at a time: a chunk whose text the old build has is copied from it, the others are embedded (the chunk
-    vector and, from the same run of the model, a vector per sentence for the answer sentences). Only one
-    batch of sentence vectors is in memory at a time."""
-    todo_total = sum(1 for c in flat if c.hash not in reusable)
+def _embed_and_write(hashes: list[str], reusable: dict[str, int], old: Snapshot | None, embedder: Embedder,
+                     index, writer: BuildWriter, report: BuildReport, progress: Progress) -> None:
+    """Add every chunk's vector to `index` (row i = chunk i) and write its sentence spans and vectors,
+    EMBED_BATCH chunks at a time: a chunk whose text the old build has is copied from it, the others are read
+    back from the build and embedded (the chunk vector and, from the same run of the model, a vector per
+    sentence for the answer sentences). Only one batch of texts and vectors is in memory at a time."""
+    todo_total = sum(1 for h in hashes if h not in reusable)
     done = 0
     progress("embedding", 0, todo_total)
-    for start in range(0, len(flat), EMBED_BATCH):
-        batch = range(start, min(start + EMBED_BATCH, len(flat)))
+    for start in range(0, len(hashes), EMBED_BATCH):
+        batch = range(start, min(start + EMBED_BATCH, len(hashes)))
+        vectors = np.zeros((len(batch), index.d), dtype=np.float32)
         rows: dict[int, tuple[str, bytes]] = {}
-        reuse = [(i, reusable[flat[i].hash]) for i in batch if flat[i].hash in reusable]
+        reuse = [(i, reusable[hashes[i]]) for i in batch if hashes[i] in reusable]
         if reuse:
-            vectors[[i for i, _ in reuse]] = old.vectors([j for _, j in reuse])
+            vectors[[i - start for i, _ in reuse]] = old.vectors([j for _, j in reuse])
             stored = old.sentence_rows([j for _, j in reuse])
             rows = {i: stored[j] for i, j in reuse if j in stored}
         report.reused += len(rows)
         todo = [i for i in batch if i not in rows]
         if todo:
-            todo_total += len([i for i in todo if flat[i].hash in reusable])  # an old row without sentences
-            spans = [split_sentences(flat[i].text) for i in todo]
-            vectors[todo], pooled = embedder.encode_passages(
-                [flat[i].text for i in todo], spans,
-                progress=lambda n, total: progress("embedding", done + n, todo_total))
+            todo_total += len([i for i in todo if hashes[i] in reusable])  # an old row without sentences
+            texts = dict(writer.chunk_texts(todo[0], todo[-1] + 1, with_ids=True))
+            texts = [texts[i] for i in todo]
+            spans = [split_sentences(t) for t in texts]
+            vectors[[i - start for i in todo]], pooled = embedder.encode_passages(
+                texts, spans, progress=lambda n, total: progress("embedding", done + n, todo_total))
             for i, sp, vecs in zip(todo, spans, pooled):
                 rows[i] = (json.dumps(sp), vecs.astype(SENTENCE_DTYPE).tobytes())
             done += len(todo)
             report.embedded += len(todo)
+        index.add(vectors)
         writer.sentences((i, *rows[i]) for i in batch)
     progress("embedding", done, todo_total)
 

@@ -351,8 +351,16 @@ def _undouble(line: str) -> str:
     return line
 
 
+# A date line is one date (at most "Wednesday, September 30th, 2017") and a few words such as "Published on":
+# anything longer is prose, which need not be searched for dates line by line (profiled: 70 % of loading).
+DATE_LINE_CHARS = 80
+_DIGIT = re.compile(r"\d")
+
+
 def _is_date_line(line: str) -> bool:
     """True when a line is only a date (optionally with its weekday or a word such as 'Published')."""
+    if len(line) > DATE_LINE_CHARS or not _DIGIT.search(line):  # cheap: most lines are prose
+        return False
     found = find_date(line)
     if not found:
         return False

@@ -174,6 +174,13 @@ class BuildWriter:
             'INSERT INTO chunks VALUES (:id, :doc_id, :ord, :start, :end, :tokens, :page, :section, :location,'
             ' :text, :hash)', rows)
 
+    def chunk_texts(self, start: int = 0, end: int | None = None, with_ids: bool = False) -> Iterator:
+        """The texts of chunks `start` to `end` (exclusive; default: all) written so far, in id order, read
+        lazily; `(id, text)` pairs if `with_ids`."""
+        rows = self.con.execute("SELECT id, text FROM chunks WHERE id >= ? AND id < ? ORDER BY id",
+                                (start, end if end is not None else 2 ** 62))
+        return (tuple(r) for r in rows) if with_ids else (r[1] for r in rows)
+
     def sentences(self, rows: Iterable[tuple[int, str, bytes]]) -> None:
         """(chunk id, JSON of its sentence spans, their vectors as SENTENCE_DTYPE bytes) per chunk."""
         self.con.executemany("INSERT INTO sentences VALUES (?, ?, ?)", rows)
@@ -218,12 +225,15 @@ class VectorIndex:
 class Snapshot:
     """One published build opened read-only: the FAISS index in memory and a SQLite connection."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, mmap: bool = False):
+        """Open the build at `path`; `mmap` maps the vectors from the file instead of reading them into memory
+        (for a build that copies a few of them: it then needs no second copy of the live index in RAM)."""
         import faiss
         self.path = Path(path)
         if not (self.path / SQLITE_FILE).exists() or not (self.path / FAISS_FILE).exists():
             raise IndexMissing(f"index at {self.path} is incomplete")
-        self.index = VectorIndex(faiss.read_index(str(self.path / FAISS_FILE)))
+        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+        self.index = VectorIndex(faiss.read_index(str(self.path / FAISS_FILE), flags))
         self._con = sqlite3.connect(f"file:{self.path / SQLITE_FILE}?mode=ro", uri=True, check_same_thread=False)
         self._con.row_factory = sqlite3.Row
         self._lock = threading.Lock()

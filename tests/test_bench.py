@@ -63,6 +63,27 @@ def test_index_type_by_size_and_filtered_hnsw_search():
     assert ids[0].tolist() == exact.tolist()
 
 
+def test_an_index_filled_in_batches_answers_like_one_filled_at_once():
+    """The build adds vectors batch by batch as they are embedded; every index type must take that."""
+    from index.build import make_faiss_index, new_vector_index
+    from index.config import VectorsConfig
+    x = np.random.default_rng(1).normal(size=(700, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for storage in ("float32", "float16"):
+        for exact_below, kind in ((701, "flat"), (700, "hnsw")):
+            cfg = VectorsConfig(exact_below=exact_below, storage=storage)
+            whole, _ = make_faiss_index(x, 32, cfg)
+            parts, name = new_vector_index(len(x), 32, cfg)
+            for i in range(0, len(x), 128):
+                parts.add(x[i:i + 128])
+            assert name == kind + ("-fp16" if storage == "float16" else "") and parts.ntotal == len(x)
+            truth = np.argsort(-(x[:50] @ x.T), axis=1)[:, :10]
+            _, got = parts.search(x[:50], 10)
+            assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth)]) >= 0.97
+            if kind == "flat":
+                assert np.array_equal(got, whole.search(x[:50], 10)[1])
+
+
 def test_build_records_index_type(embedder, docs_copy, tmp_path):
     from index.kb import KnowledgeBase
     kb = KnowledgeBase(make_config(docs_copy, tmp_path / "index", vectors={"exact_below": 1}), embedder=embedder)

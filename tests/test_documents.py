@@ -129,6 +129,17 @@ def test_dates_in_the_seed_formats():
     assert find_date("a re-inspection in 2018") is None
 
 
+def test_a_dateline_is_dropped_but_a_sentence_with_a_date_is_kept(tmp_path):
+    (tmp_path / "a.txt").write_text(
+        "Inspection findings\nPublished on Wednesday, 13 September 2017\n"
+        "On 4 March 2021 the inspectorate said the force had improved the way it records crimes reported to it.\n"
+        "The force was rated good for effectiveness.\n")
+    d = load_documents(tmp_path)[0][0]
+    assert d.date == dt.date(2017, 9, 13)
+    assert d.removed == ["Published on Wednesday, 13 September 2017"]
+    assert "On 4 March 2021 the inspectorate said" in d.text
+
+
 def test_seed_cleaning_and_metadata():
     docs, warnings = load_documents(DOCS)
     assert warnings == [] and len(docs) == 5
