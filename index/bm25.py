@@ -137,15 +137,4 @@ class KeywordIndex:
         terms = self.query_terms(query)
         if not terms:
             return np.zeros(self.size, dtype=np.float32)
-        r = self.retriever
-        if r.nonoccurrence_array is not None:  # BM25L/BM25+ add a score for absent terms (not used here)
-            return np.asarray(r.get_scores(terms), dtype=np.float32)[: self.size]
-        # bm25s adds each term's postings with np.add.at (7 ms a question at 1M chunks); a chunk occurs at most
-        # once in a term's postings, so a plain indexed add gives the same sums several times faster.
-        data, indices, indptr = r.scores["data"], r.scores["indices"], r.scores["indptr"]
-        out = np.zeros(int(r.scores["num_docs"]), dtype=np.float32)
-        for term in terms:
-            tid = r.vocab_dict[term]
-            start, end = indptr[tid], indptr[tid + 1]
-            out[indices[start:end]] += data[start:end]
-        return out[: self.size]
+        return np.asarray(self.retriever.get_scores(terms), dtype=np.float32)[: self.size]

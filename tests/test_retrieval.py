@@ -60,16 +60,6 @@ def test_keyword_index_round_trip(tmp_path):
     assert not loaded.scores("zzz unknown words").any()
 
 
-def test_keyword_scores_match_bm25s_own_scoring(kb):
-    keyword = kb.searcher().snap.keyword
-    for question in ("crime crime recording accuracy", "How many crimes went unrecorded each year?",
-                     "rated adequate by the inspectorate", "21,200 crimes"):
-        terms = keyword.query_terms(question)
-        assert terms
-        own = np.asarray(keyword.retriever.get_scores(terms), dtype=np.float32)[: keyword.size]
-        assert np.allclose(keyword.scores(question), own, rtol=1e-6, atol=1e-6)
-
-
 def test_fusion_functions():
     assert list(minmax(np.array([2.0, 4.0, 3.0]))) == [0.0, 1.0, 0.5]
     assert not minmax(np.array([1.0, 1.0])).any()
