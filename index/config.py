@@ -60,7 +60,7 @@ class VectorsConfig:
     exact_below: int = 200000           # chunks: below this, exact search (flat); from it on, HNSW
     hnsw_m: int = 32                    # HNSW: links per vector (memory +8*M bytes per vector)
     ef_construction: int = 80           # HNSW: search depth while building (build time vs graph quality)
-    ef_search: int = 768                # HNSW: search depth per query (latency vs recall@10)
+    ef_search: int = 1024               # HNSW: search depth per query (latency vs recall@10)
     storage: str = "float32"            # "float32" or "float16" (half the memory, scores within ~1e-3)
 
 

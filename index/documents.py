@@ -26,7 +26,7 @@ class LoadError(Exception):
     """A file could not be read; the message says why in a few words."""
 
 
-@dataclass
+@dataclass(slots=True)  # millions of them in a large corpus: no __dict__ each
 class RawLine:
     """One line of a file before cleaning, with where it came from."""
     text: str
@@ -35,7 +35,7 @@ class RawLine:
     line: int | None = None  # 1-based line number in the source file (text formats only)
 
 
-@dataclass
+@dataclass(slots=True)
 class Block:
     """One kept line of the cleaned text: its character span and where it came from."""
     start: int
@@ -533,7 +533,8 @@ def load_documents(docs_dir: Path) -> tuple[list[Document], list[str]]:
     common = common_lines({_norm(l.text) for l in lines if l.text.strip() and short(l.text)}
                           for _, _, lines, _ in raw)
     documents = []
-    for rel, path, lines, meta in raw:
+    for n, (rel, path, lines, meta) in enumerate(raw):
+        raw[n] = None  # each file's raw lines go as soon as its document is made
         try:
             documents.append(make_document(rel, path, lines, meta, common))
         except LoadError as exc:
