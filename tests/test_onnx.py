@@ -75,6 +75,12 @@ def test_export_is_cached(onnx_embedder):
     assert again.count(["two words"]) == onnx_embedder.count(["two words"]) == [2]
 
 
+def test_idle_workers_do_not_spin(onnx_embedder):
+    # spinning ONNX Runtime workers took the CPU from the rest of each question on 2 cores (README, Performance)
+    options = onnx_embedder.model.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_missing_onnxruntime_is_a_clear_error(monkeypatch):
     from index.config import EmbeddingConfig
     from index.embedding import Embedder, EmbeddingError
