@@ -6,7 +6,7 @@ random without repeats inside a document, one sentence per line, so chunk length
 Per size the bench measures:
 - build: the real pipeline (`build_index`: load, chunk, embed, SQLite, FAISS, BM25) against raw
   `model.encode` on the same chunk texts. Above `sample` chunks the encoder is timed on a sample of that size
-  only (encoding 100k chunks takes over an hour on 2 cores): the full-size build runs with synthetic vectors
+  only (encoding 100k chunks takes over half an hour on 2 cores): the full-size build runs with synthetic vectors
   (each chunk's vector is the normalised mean of its sentences' real vectors, plus a little noise) and its
   time is that of the rest of the pipeline at full size plus N / (the encoder's chunks/s inside the sample
   build). The output says which it is ("build_estimated").

@@ -57,7 +57,7 @@ class RetrievalConfig:
 @dataclass
 class VectorsConfig:
     """How chunk vectors are stored and searched (fixed at build time, recorded in the build)."""
-    exact_below: int = 200000           # chunks: below this, exact search (flat); from it on, HNSW
+    exact_below: int = 50000            # chunks: below this, exact search (flat); from it on, HNSW
     hnsw_m: int = 32                    # HNSW: links per vector (memory +8*M bytes per vector)
     ef_construction: int = 80           # HNSW: search depth while building (build time vs graph quality)
     ef_search: int = 1024               # HNSW: search depth per query (latency vs recall@10)
