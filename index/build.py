@@ -234,7 +234,8 @@ def _embed_and_write(hashes: list[str], reusable: dict[str, int], old: Snapshot 
     """Add every chunk's vector to `index` (row i = chunk i) and write its sentence spans and vectors,
     EMBED_BATCH chunks at a time: a chunk whose text the old build has is copied from it, the others are read
     back from the build and embedded (the chunk vector and, from the same run of the model, a vector per
-    sentence for the answer sentences). Only one batch of texts and vectors is in memory at a time."""
+    sentence for the answer sentences). Only one batch of texts and sentence vectors is held at a time; chunk
+    vectors go straight into `index`."""
     todo_total = sum(1 for h in hashes if h not in reusable)
     done = 0
     progress("embedding", 0, todo_total)

@@ -227,7 +227,8 @@ class Snapshot:
 
     def __init__(self, path: Path, mmap: bool = False):
         """Open the build at `path`; `mmap` maps the vectors from the file instead of reading them into memory
-        (for a build that copies a few of them: it then needs no second copy of the live index in RAM)."""
+        (for a new build, which copies each reused vector once: it then holds no second copy of the live index
+        in RAM beside the one being served)."""
         import faiss
         self.path = Path(path)
         if not (self.path / SQLITE_FILE).exists() or not (self.path / FAISS_FILE).exists():
