@@ -22,12 +22,18 @@ def _sizes(value: str) -> list[int]:
     return out
 
 
+def requested_sizes(args) -> list[int]:
+    """The corpus sizes of every --chunks (each flag a list of comma-separated groups), ascending, once each."""
+    return sorted({n for flag in (args.chunks or [[[10_000, 100_000]]]) for group in flag for n in group})
+
+
 def add_commands(sub) -> dict:
     """Add `bench` to the `citebot` sub-commands; returns {"bench": handler}."""
     p = sub.add_parser("bench", help="measure build speed, query latency per mode, memory and index size on "
                        "synthetic corpora of realistic chunks")
-    p.add_argument("--chunks", action="append", type=_sizes, metavar="N",
-                   help="corpus size in chunks (repeat or comma-separate; 10k, 1M allowed; default: 10k,100k)")
+    p.add_argument("--chunks", action="append", nargs="+", type=_sizes, metavar="N",
+                   help="corpus sizes in chunks (10k, 100000, 1M; several after one --chunks, comma-separated or "
+                        "repeated; default: 10k 100k)")
     p.add_argument("--queries", type=int, default=100, metavar="Q", help="timed questions per mode (default: 100)")
     p.add_argument("--sample", type=int, default=2000, metavar="S",
                    help="chunks encoded for real; larger corpora get synthetic vectors (default: 2000)")
@@ -55,7 +61,7 @@ def cmd_bench(kb, args) -> int:
     if args.backend and args.backend != cfg.embedding.backend:
         cfg.embedding.backend = args.backend
         embedder = Embedder(cfg.embedding)
-    sizes = sorted({n for group in (args.chunks or [[10_000, 100_000]]) for n in group})
+    sizes = requested_sizes(args)
     opts = BenchOptions(sizes=sizes, queries=max(5, args.queries), sample=max(10, args.sample), pool=args.pool,
                         sources=args.source, workdir=args.workdir, in_process=args.in_process)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from index.chunking import chunk_document, split_sentences
 from index.config import Config
-from index.documents import LoadError, load_documents
+from index.documents import DocumentStream, LoadError
 from index.embedding import Embedder
 from index.store import SENTENCE_DTYPE, BuildWriter, IndexMismatch, IndexMissing, IndexRoot, Snapshot
 
@@ -113,120 +113,136 @@ def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress
         report = BuildReport()
         progress("loading", 0, 0)
         try:
-            documents, report.skipped = load_documents(cfg.docs_dir)
+            # read every file now; each document is cleaned and chunked in turn below, then let go
+            documents = DocumentStream(cfg.docs_dir, spool_dir=root.root)
         except LoadError as exc:
             raise BuildError(str(exc)) from None
-        for warning in report.skipped:
-            log.warning("%s", warning)
-        if not documents:
-            raise BuildError(f"no readable documents in {cfg.docs_dir} (supported: .txt .md .html .htm .pdf .docx)")
-        hooks.get("loaded", lambda: None)()
-
-        old = None
-        current = root.current()
-        if current is not None:
-            try:
-                old = Snapshot(current, mmap=True)
-            except Exception as exc:  # a damaged old build must not stop a new one
-                log.warning("previous index unreadable (%s); building from scratch", exc)
         try:
-            old_docs = {d.doc: d for d in old.documents()} if old else {}
-            reuse_ok = (bool(old) and not rebuild and old.info.get("model") == cfg.embedding.model
-                        and old.info.get("backend", "torch") == cfg.embedding.backend
-                        and old.info.get("sentence_vectors") == SENTENCE_VECTORS)
-            if old and not rebuild and not reuse_ok and old.info.get("sentence_vectors") != SENTENCE_VECTORS:
-                log.warning("the previous index has no sentence vectors: every chunk is embedded again (once)")
-            elif old and not rebuild and not reuse_ok:
-                log.warning("model or backend changed (%s/%s to %s/%s): every chunk is embedded again",
-                            old.info.get("model"), old.info.get("backend", "torch"), cfg.embedding.model,
-                            cfg.embedding.backend)
+            report.skipped = documents.warnings
+            if not len(documents):
+                for warning in report.skipped:
+                    log.warning("%s", warning)
+                raise BuildError(f"no readable documents in {cfg.docs_dir} (supported: .txt .md .html .htm .pdf .docx)")
+            hooks.get("loaded", lambda: None)()
+            return _build(cfg, embedder, root, documents, report, rebuild, progress, hooks, started)
+        finally:
+            documents.close()
 
-            seen = {d.doc for d in documents}
-            report.removed = sorted(d for d in old_docs if d not in seen)
-            build_dir = root.new_build_dir()
-            try:
-                writer = BuildWriter(build_dir)
-            except BaseException:
-                root.discard(build_dir)
-                raise
-        except BaseException:
-            if old is not None:
-                old.close()
-            raise
+
+def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: DocumentStream, report: BuildReport,
+           rebuild: bool, progress: Progress, hooks: dict[str, Callable[[], None]], started: float) -> BuildReport:
+    """The rest of `build_index`, under its lock, once the files have been read."""
+    old = None
+    current = root.current()
+    if current is not None:
         try:
-            # chunk each document and write its rows at once; only the chunks' hashes stay in memory
-            hashes: list[str] = []
-            n_docs = len(documents)
-            for doc_id in range(n_docs):
-                document, documents[doc_id] = documents[doc_id], None
-                before = old_docs.get(document.doc)
-                if before is None:
-                    report.added.append(document.doc)
-                elif before.content_hash != document.content_hash:
-                    report.changed.append(document.doc)
-                else:
-                    report.unchanged.append(document.doc)
-                chunks = chunk_document(document, embedder, cfg.chunking.max_tokens, cfg.chunking.overlap_sentences)
-                chunk_hashes = [c.hash for c in chunks]
-                writer.documents([{
-                    "id": doc_id, "doc": document.doc, "kind": document.kind, "title": document.title,
-                    "date": document.date.isoformat() if document.date else None, "url": document.url,
-                    "content_hash": document.content_hash, "text": document.text,
-                    "blocks": json.dumps([[b.start, b.end, b.page, b.section, b.line] for b in document.blocks]),
-                    "removed": json.dumps(document.removed), "n_chunks": len(chunks)}])
-                writer.chunks({"id": len(hashes) + n, "doc_id": doc_id, "ord": c.ord, "start": c.start,
-                               "end": c.end, "tokens": c.tokens, "page": c.page, "section": c.section,
-                               "location": c.location, "text": c.text, "hash": h}
-                              for n, (c, h) in enumerate(zip(chunks, chunk_hashes)))
-                hashes.extend(chunk_hashes)
-                progress("chunking", doc_id + 1, n_docs)
-            del documents
-            report.chunks = len(hashes)
+            old = Snapshot(current, mmap=True)
+        except Exception as exc:  # a damaged old build must not stop a new one
+            log.warning("previous index unreadable (%s); building from scratch", exc)
+    try:
+        old_docs = {d.doc: d for d in old.documents()} if old else {}
+        reuse_ok = (bool(old) and not rebuild and old.info.get("model") == cfg.embedding.model
+                    and old.info.get("backend", "torch") == cfg.embedding.backend
+                    and old.info.get("sentence_vectors") == SENTENCE_VECTORS)
+        if old and not rebuild and not reuse_ok and old.info.get("sentence_vectors") != SENTENCE_VECTORS:
+            log.warning("the previous index has no sentence vectors: every chunk is embedded again (once)")
+        elif old and not rebuild and not reuse_ok:
+            log.warning("model or backend changed (%s/%s to %s/%s): every chunk is embedded again",
+                        old.info.get("model"), old.info.get("backend", "torch"), cfg.embedding.model,
+                        cfg.embedding.backend)
 
-            # the keyword index of the same chunks, read back from the build, saved and let go before embedding
-            progress("keywords", 0, 0)
-            from index.bm25 import BM25_DIR, KeywordIndex
-            KeywordIndex.build(writer.chunk_texts()).save(build_dir / BM25_DIR)
-
-            reusable: dict[str, int] = {}
-            if reuse_ok:
-                unique = sorted(set(hashes))
-                for i in range(0, len(unique), 900):
-                    part = unique[i:i + 900]
-                    rows = old.query(f"SELECT hash, MIN(id) AS id FROM chunks WHERE hash IN ({','.join('?' * len(part))})"
-                                     " GROUP BY hash", part)
-                    reusable.update({r["hash"]: r["id"] for r in rows})
-            # with nothing to embed, the model need not load: the old build knows the dimension
-            dim = int(old.info["dim"]) if reuse_ok and all(h in reusable for h in hashes) else embedder.dim
-
-            index, index_type = new_vector_index(len(hashes), dim, cfg.vectors)
-            _embed_and_write(hashes, reusable, old, embedder, index, writer, report, progress)
-            del hashes, reusable
-            if old is not None:
-                old.close()
-                old = None
-            hooks.get("embedded", lambda: None)()
-
-            progress("writing", 0, 1)
-            report.seconds = time.perf_counter() - started
-            info = build_info(cfg, dim, index_type)
-            info.update({"documents": n_docs, "chunks": report.chunks, "build_seconds": round(report.seconds, 2),
-                         "docs_dir": str(cfg.docs_dir), "vectors": dataclasses.asdict(cfg.vectors)})
-            writer.finish(info, index)
-            del index
-            hooks.get("written", lambda: None)()
-            root.publish(build_dir)
+        build_dir = root.new_build_dir()
+        try:
+            writer = BuildWriter(build_dir)
         except BaseException:
-            writer.close()
             root.discard(build_dir)
             raise
-        finally:
-            if old is not None:
-                old.close()
-        report.build_dir = build_dir
+    except BaseException:
+        if old is not None:
+            old.close()
+        raise
+    try:
+        # chunk each document and write its rows at once; only the chunks' hashes stay in memory
+        hashes: list[str] = []
+        seen: set[str] = set()
+        n_files = len(documents)
+        for doc_id, document in enumerate(documents):
+            seen.add(document.doc)
+            before = old_docs.get(document.doc)
+            if before is None:
+                report.added.append(document.doc)
+            elif before.content_hash != document.content_hash:
+                report.changed.append(document.doc)
+            else:
+                report.unchanged.append(document.doc)
+            chunks = chunk_document(document, embedder, cfg.chunking.max_tokens, cfg.chunking.overlap_sentences)
+            chunk_hashes = [c.hash for c in chunks]
+            writer.documents([{
+                "id": doc_id, "doc": document.doc, "kind": document.kind, "title": document.title,
+                "date": document.date.isoformat() if document.date else None, "url": document.url,
+                "content_hash": document.content_hash, "text": document.text,
+                "blocks": json.dumps([[b.start, b.end, b.page, b.section, b.line] for b in document.blocks]),
+                "removed": json.dumps(document.removed), "n_chunks": len(chunks)}])
+            writer.chunks({"id": len(hashes) + n, "doc_id": doc_id, "ord": c.ord, "start": c.start,
+                           "end": c.end, "tokens": c.tokens, "page": c.page, "section": c.section,
+                           "location": c.location, "text": c.text, "hash": h}
+                          for n, (c, h) in enumerate(zip(chunks, chunk_hashes)))
+            hashes.extend(chunk_hashes)
+            progress("chunking", doc_id + 1, n_files)
+        for warning in report.skipped:
+            log.warning("%s", warning)
+        n_docs = len(seen)
+        if not n_docs:
+            raise BuildError(f"no readable documents in {cfg.docs_dir}: "
+                             + "; ".join(report.skipped[:3]) + ("; …" if len(report.skipped) > 3 else ""))
+        report.removed = sorted(d for d in old_docs if d not in seen)
+        del seen
+        report.chunks = len(hashes)
+
+        # the keyword index of the same chunks, read back from the build, saved and let go before embedding
+        progress("keywords", 0, 0)
+        from index.bm25 import BM25_DIR, KeywordIndex
+        KeywordIndex.build(writer.chunk_texts()).save(build_dir / BM25_DIR)
+
+        reusable: dict[str, int] = {}
+        if reuse_ok:
+            unique = sorted(set(hashes))
+            for i in range(0, len(unique), 900):
+                part = unique[i:i + 900]
+                rows = old.query(f"SELECT hash, MIN(id) AS id FROM chunks WHERE hash IN ({','.join('?' * len(part))})"
+                                 " GROUP BY hash", part)
+                reusable.update({r["hash"]: r["id"] for r in rows})
+        # with nothing to embed, the model need not load: the old build knows the dimension
+        dim = int(old.info["dim"]) if reuse_ok and all(h in reusable for h in hashes) else embedder.dim
+
+        index, index_type = new_vector_index(len(hashes), dim, cfg.vectors)
+        _embed_and_write(hashes, reusable, old, embedder, index, writer, report, progress)
+        del hashes, reusable
+        if old is not None:
+            old.close()
+            old = None
+        hooks.get("embedded", lambda: None)()
+
+        progress("writing", 0, 1)
         report.seconds = time.perf_counter() - started
-        progress("done", 1, 1)
-        return report
+        info = build_info(cfg, dim, index_type)
+        info.update({"documents": n_docs, "chunks": report.chunks, "build_seconds": round(report.seconds, 2),
+                     "docs_dir": str(cfg.docs_dir), "vectors": dataclasses.asdict(cfg.vectors)})
+        writer.finish(info, index)
+        del index
+        hooks.get("written", lambda: None)()
+        root.publish(build_dir)
+    except BaseException:
+        writer.close()
+        root.discard(build_dir)
+        raise
+    finally:
+        if old is not None:
+            old.close()
+    report.build_dir = build_dir
+    report.seconds = time.perf_counter() - started
+    progress("done", 1, 1)
+    return report
 
 
 def _embed_and_write(hashes: list[str], reusable: dict[str, int], old: Snapshot | None, embedder: Embedder,

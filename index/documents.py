@@ -7,12 +7,14 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import re
+import tempfile
 import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -416,11 +418,15 @@ def clean_lines(lines: list[RawLine], common: frozenset[str] = frozenset()) -> t
 
 
 def common_lines(per_document: Iterable[set[str]], min_docs: int = 3, share: float = 0.5) -> frozenset[str]:
-    """Short lines (normalised) that occur in at least `min_docs` documents and `share` of all of them."""
-    sets = list(per_document)
-    counts = Counter(k for s in sets for k in s)
-    need = max(min_docs, int(len(sets) * share + 0.999))
-    return frozenset(k for k, n in counts.items() if n >= need)
+    """Short lines (normalised) that occur in at least `min_docs` documents and `share` of all of them
+    (`per_document` is read once, one set at a time)."""
+    counts: Counter[str] = Counter()
+    n = 0
+    for lines in per_document:
+        counts.update(lines)
+        n += 1
+    need = max(min_docs, int(n * share + 0.999))
+    return frozenset(k for k, c in counts.items() if c >= need)
 
 
 # ---------------------------------------------------------------- assembling a Document
@@ -515,28 +521,66 @@ def scan(docs_dir: Path) -> tuple[list[Path], list[str]]:
     return files, warnings
 
 
+class DocumentStream:
+    """The documents of a folder, cleaned one at a time as they are iterated (once).
+
+    Cleaning needs every file first (a short line common to many documents is boilerplate), so the files are
+    read up front and their raw lines spooled to an unnamed temporary file in `spool_dir`; iterating reads
+    them back one by one. A large corpus is thus never in memory all at once (at a million chunks, holding
+    the raw lines of every file took ~2.4 GB). `warnings` lists the files skipped, growing as documents are
+    made; `len()` is the number of files read."""
+
+    def __init__(self, docs_dir: Path, spool_dir: Path | None = None):
+        docs_dir = Path(docs_dir)
+        if not docs_dir.is_dir():
+            raise LoadError(f"docs folder {docs_dir} does not exist")
+        files, self.warnings = scan(docs_dir)
+        self._spool = tempfile.TemporaryFile(dir=spool_dir, prefix="citebot-load-")
+        self._count = 0
+        try:
+            self.common = common_lines(self._read_all(docs_dir, files))
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_all(self, docs_dir: Path, files: list[Path]) -> Iterator[set[str]]:
+        """Read and spool each file; yields its short lines (normalised) for `common_lines`."""
+        for path in files:
+            rel = path.relative_to(docs_dir).as_posix()
+            try:
+                lines, meta = read_file(path)
+            except LoadError as exc:
+                self.warnings.append(f"{rel}: {exc}; skipped")
+                continue
+            pickle.dump((rel, path, lines, meta), self._spool, protocol=pickle.HIGHEST_PROTOCOL)
+            self._count += 1
+            yield {_norm(line.text) for line in lines if line.text.strip() and short(line.text)}
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Document]:
+        self._spool.seek(0)
+        for _ in range(self._count):
+            rel, path, lines, meta = pickle.load(self._spool)
+            try:
+                yield make_document(rel, path, lines, meta, self.common)
+            except LoadError as exc:
+                self.warnings.append(f"{rel}: {exc}; skipped")
+
+    def close(self) -> None:
+        """Delete the spool (it has no name, so it also goes if the process dies)."""
+        self._spool.close()
+
+    def __enter__(self) -> "DocumentStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def load_documents(docs_dir: Path) -> tuple[list[Document], list[str]]:
     """Load and clean every supported file under `docs_dir`: (documents, warnings about skipped files)."""
-    docs_dir = Path(docs_dir)
-    if not docs_dir.is_dir():
-        raise LoadError(f"docs folder {docs_dir} does not exist")
-    files, warnings = scan(docs_dir)
-    raw: list[tuple[str, Path, list[RawLine], dict]] = []
-    for path in files:
-        rel = path.relative_to(docs_dir).as_posix()
-        try:
-            lines, meta = read_file(path)
-        except LoadError as exc:
-            warnings.append(f"{rel}: {exc}; skipped")
-            continue
-        raw.append((rel, path, lines, meta))
-    common = common_lines({_norm(l.text) for l in lines if l.text.strip() and short(l.text)}
-                          for _, _, lines, _ in raw)
-    documents = []
-    for n, (rel, path, lines, meta) in enumerate(raw):
-        raw[n] = None  # each file's raw lines go as soon as its document is made
-        try:
-            documents.append(make_document(rel, path, lines, meta, common))
-        except LoadError as exc:
-            warnings.append(f"{rel}: {exc}; skipped")
-    return documents, warnings
+    with DocumentStream(docs_dir) as stream:
+        documents = list(stream)
+        return documents, stream.warnings

@@ -116,7 +116,11 @@ def test_warm_up_without_index_is_ready_and_questions_explain(embedder, tmp_path
 
 def test_bench_cli_sizes():
     from bot.cli import build_parser
+    from bot.cli_bench import requested_sizes
     args = build_parser().parse_args(["bench", "--chunks", "10k,100000", "--chunks", "1M", "--json"])
-    assert sorted({n for g in args.chunks for n in g}) == [10_000, 100_000, 1_000_000]
+    assert requested_sizes(args) == [10_000, 100_000, 1_000_000]
+    args = build_parser().parse_args(["bench", "--chunks", "100k", "10k", "1m", "100_000", "--json"])
+    assert requested_sizes(args) == [10_000, 100_000, 1_000_000] and args.json
+    assert requested_sizes(build_parser().parse_args(["bench"])) == [10_000, 100_000]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--chunks", "lots"])

@@ -175,3 +175,22 @@ def test_symlink_loop_is_skipped(tmp_path):
     docs, warnings = load_documents(tmp_path)
     assert [d.doc for d in docs] == ["sub/a.txt"]
     assert any("symlink loop" in w for w in warnings)
+
+
+def test_stream_cleans_one_document_at_a_time_with_lines_common_to_the_folder(tmp_path):
+    from index.documents import DocumentStream
+    for n in range(4):  # a footer in every file is boilerplate; a short line in one file is not
+        (tmp_path / f"r{n}.txt").write_text(f"Report {n} on the force.\nThe force recorded {n} crimes.\n"
+                                            "Follow us on social media\n" + ("Short note here\n" if n == 0 else ""))
+    (tmp_path / "bad.txt").write_bytes(b"%PDF-1.4 binary")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    with DocumentStream(tmp_path, spool_dir=spool) as stream:
+        assert len(stream) == 4 and stream.warnings == ["bad.txt: a PDF file with a text file's name; rename it; skipped"]
+        assert list(spool.iterdir()) == []  # the spool has no name: nothing is left behind, even on a crash
+        it = iter(stream)
+        first = next(it)
+        assert first.doc == "r0.txt" and "Short note here" in first.text and "Follow us" not in first.text
+        assert [d.doc for d in it] == ["r1.txt", "r2.txt", "r3.txt"]
+    docs, warnings = load_documents(tmp_path)
+    assert [d.text for d in docs][0] == first.text and len(warnings) == 1

@@ -233,3 +233,33 @@ def test_filters_combine_document_and_date(kb):
     assert {p.doc for p in answer.passages} == {"2017-03-02_hmic-effectiveness-requires-improvement.txt"}
     with pytest.raises(UserError, match="among those matching"):
         kb.ask("crime", doc="2018_*", after=dt.date(2017, 1, 1))
+
+
+def test_keyword_index_is_the_matrix_bm25s_itself_builds(monkeypatch):
+    """KeywordIndex.build makes bm25s's score matrix its own leaner way; it must be the same matrix."""
+    import random
+    from array import array
+    from index.bm25 import B, K1, _bm25s, _Postings
+    monkeypatch.setattr(_Postings, "BLOCK", 300)  # several blocks of chunks, the last one partial
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    words = " ".join(p.read_text() for p in sorted(docs.glob("*.txt"))).split()
+    rng = random.Random(3)
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 90))) for _ in range(2500)]
+    texts[7] = " ".join(["crime"] * 300)  # a term many times in one chunk
+    texts[8] = ""
+    ours = KeywordIndex.build(texts).retriever
+    analyzer, vocab = Analyzer(), {}
+    ids = [array("i", [vocab.setdefault(w, len(vocab)) for w in analyzer(t)]) for t in texts]
+    theirs = _bm25s().BM25(k1=K1, b=B, method="lucene")
+    theirs.index((ids, vocab), show_progress=False)
+    for key in ("data", "indices", "indptr"):
+        assert ours.scores[key].dtype == theirs.scores[key].dtype
+        assert np.array_equal(ours.scores[key], theirs.scores[key]), key
+    assert ours.scores["num_docs"] == theirs.scores["num_docs"] == 2500
+    assert ours.vocab_dict == {k: v for k, v in theirs.vocab_dict.items() if k}  # bm25s adds "" past the end
+    assert np.array_equal(ours.get_scores(analyzer("crime recording")), theirs.get_scores(analyzer("crime recording")))
+
+
+def test_keyword_index_of_texts_without_words():
+    index = KeywordIndex.build(["", "the a of", "..."])
+    assert index.size == 3 and not index.scores("crime").any()
