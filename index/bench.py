@@ -160,14 +160,24 @@ class SyntheticEmbedder(TimedEmbedder):
 
 
 class StageTimer:
-    """A build progress callback that records when each stage (loading, chunking, embedding, writing) starts."""
+    """A build progress callback that records when each stage (loading, chunking, embedding, writing) starts
+    and the peak RSS of this process during each (VmHWM, reset as a stage starts)."""
 
     def __init__(self):
         self.starts: list[tuple[str, float]] = []
+        self.peaks: dict[str, float] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if not self.starts or self.starts[-1][0] != stage:
+            self.finish()
+            reset_peak_rss()
             self.starts.append((stage, time.perf_counter()))
+
+    def finish(self) -> None:
+        """Record the peak of the stage under way (the build has ended, or the next stage begins)."""
+        if self.starts:
+            stage = self.starts[-1][0]
+            self.peaks[stage] = max(self.peaks.get(stage, 0.0), peak_rss_mb())
 
     def seconds(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -434,12 +444,13 @@ def _queries_in_subprocess(cfg, questions: Sequence[str], n: int, workdir: Path)
 
 # ---------------------------------------------------------------- one size
 
-def _build(cfg, embedder, log: Callable[[str], None]) -> tuple[float, dict, object]:
+def _build(cfg, embedder, log: Callable[[str], None]) -> tuple[float, StageTimer, object]:
     from index.build import build_index
     timer = StageTimer()
     t = time.perf_counter()
     report = build_index(cfg, embedder, rebuild=True, progress=timer)
-    return time.perf_counter() - t, timer.seconds(), report
+    timer.finish()
+    return time.perf_counter() - t, timer, report
 
 
 def bench_size(n: int, base_cfg, embedder, sentences: list[str], counts: np.ndarray, pool_vectors: np.ndarray,
@@ -470,7 +481,8 @@ def bench_size(n: int, base_cfg, embedder, sentences: list[str], counts: np.ndar
     write_corpus(Path(sample_cfg.paths.docs), sample_docs, sentences)
     log(f"[{n}] real build of {total} chunks")
     timed = TimedEmbedder(embedder)
-    sample_s, sample_stages, report = _build(sample_cfg, timed, log)
+    sample_s, sample_timer, report = _build(sample_cfg, timed, log)
+    build_peak = max(sample_timer.peaks.values())
     snap = open_snapshot(sample_cfg)
     texts = [r["text"] for r in snap.query("SELECT text FROM chunks ORDER BY id")]
     snap.close()
@@ -485,7 +497,8 @@ def bench_size(n: int, base_cfg, embedder, sentences: list[str], counts: np.ndar
         "chunks": report.chunks, "documents": len(sample_docs),
         "build_chunks_per_s": round(sample_rate, 2), "encode_chunks_per_s": round(encode_rate, 2),
         "build_estimated": False, "sample_chunks": len(texts),
-        "sample_build": {"seconds": round(sample_s, 2), "stages_s": sample_stages,
+        "sample_build": {"seconds": round(sample_s, 2), "stages_s": sample_timer.seconds(),
+                         "stages_rss_mb": sample_timer.peaks,
                          "encode_s": round(timed.encode_s, 2), "count_tokens_s": round(timed.count_s, 2)},
     }
     serve_cfg = sample_cfg
@@ -497,14 +510,16 @@ def bench_size(n: int, base_cfg, embedder, sentences: list[str], counts: np.ndar
         shutil.rmtree(here / "sample" / "docs", ignore_errors=True)
         log(f"[{n}] full build with synthetic vectors")
         synth = SyntheticEmbedder(embedder, sentences, pool_vectors, opts.seed)
-        full_s, stages, report = _build(full_cfg, synth, log)
+        full_s, full_timer, report = _build(full_cfg, synth, log)
+        build_peak = max(build_peak, *full_timer.peaks.values())
         rest_s = full_s - synth.encode_s
         in_build_rate = total / max(timed.encode_s, 1e-9)
         est = rest_s + report.chunks / in_build_rate
         result.update({
             "chunks": report.chunks, "documents": len(plan), "build_estimated": True,
             "build_chunks_per_s": round(report.chunks / est, 2),
-            "full_build": {"seconds_without_encoder": round(rest_s, 2), "stages_s": stages,
+            "full_build": {"seconds_without_encoder": round(rest_s, 2), "stages_s": full_timer.seconds(),
+                           "stages_rss_mb": full_timer.peaks,
                            "count_tokens_s": round(synth.count_s, 2),
                            "encoder_s_estimated": round(report.chunks / in_build_rate, 1),
                            "seconds_estimated": round(est, 1)},
@@ -512,7 +527,7 @@ def bench_size(n: int, base_cfg, embedder, sentences: list[str], counts: np.ndar
         serve_cfg = full_cfg
         shutil.rmtree(here / "full" / "docs", ignore_errors=True)
     result["build_vs_encode"] = round(result["build_chunks_per_s"] / result["encode_chunks_per_s"], 3)
-    result["build_rss_mb"] = peak_rss_mb()
+    result["build_rss_mb"] = build_peak  # the largest of the stages' peaks, of either build
 
     snap = open_snapshot(serve_cfg)
     result["index_type"] = snap.info.get("index_type", "flat")
@@ -605,6 +620,11 @@ def format_result(r: dict) -> str:
              f"{r['build_rss_mb']:,.0f} MB (the bench process, model loaded)",
              f"  recall@10 vs exact {r['recall_at_10']:.3f} (FAISS {r.get('faiss_ms', 0):.2f} ms, exact "
              f"{r.get('exact_faiss_ms', 0):.2f} ms)"]
+    build = r.get("full_build") or r.get("sample_build") or {}
+    if build.get("stages_s"):
+        lines.append("  build stages" + (" (full size, synthetic vectors)" if "full_build" in r else "") + ": "
+                     + ", ".join(f"{stage} {sec:.1f} s / {build.get('stages_rss_mb', {}).get(stage, 0):,.0f} MB"
+                                 for stage, sec in build["stages_s"].items()))
     if r.get("ef_search"):
         lines.append("  HNSW " + ", ".join(f"ef_search {ef}: recall {v['recall_at_10']:.3f} in {v['faiss_ms']:.2f} ms"
                                          for ef, v in r["ef_search"].items()))

@@ -82,6 +82,7 @@ class Embedder:
         self.name = cfg.model
         self._model = None
         self._tokenizer = None
+        self._counter = None  # see _word_pieces
         self._lock = threading.Lock()
 
     @property
@@ -138,13 +139,32 @@ class Embedder:
                         self._tokenizer = self.model.tokenizer
         return self._tokenizer
 
+    @property
+    def _word_pieces(self):
+        """A copy of the tokenizer's Rust core that never truncates or pads (the model's own copy keeps
+        whatever its last encode set), or None for a tokenizer without one."""
+        if self._counter is None:
+            backend = getattr(self.tokenizer, "backend_tokenizer", None)
+            if backend is None:
+                self._counter = False
+            else:
+                from tokenizers import Tokenizer
+                counter = Tokenizer.from_str(backend.to_str())
+                counter.no_truncation()
+                counter.no_padding()
+                self._counter = counter
+        return self._counter or None
+
     def count(self, texts: Sequence[str]) -> list[int]:
         """Word pieces of each text, without the special tokens."""
         if not texts:
             return []
+        counter = self._word_pieces
+        if counter is not None:  # measured 20 % quicker than the tokenizer's __call__ (README, "Where the time goes")
+            encode = getattr(counter, "encode_batch_fast", counter.encode_batch)  # fast: no offsets (tokenizers 0.21+)
+            return [len(e.ids) for e in encode(list(texts), add_special_tokens=False)]
         encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=False,
-                                       return_attention_mask=False, return_token_type_ids=False,
-                                       verbose=False)
+                                 return_attention_mask=False, return_token_type_ids=False, verbose=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
     @staticmethod

@@ -34,6 +34,10 @@ def test_bench_tiny_corpus_with_hnsw_forced(embedder, docs_copy, tmp_path):
     for p in out["query_ms"].values():
         assert set(p) == {"p50", "p95", "p99"} and 0 < p["p50"] <= p["p95"] <= p["p99"]
     assert {"embed_question", "dense_faiss", "search_end_to_end"} <= set(result["stages_ms"])
+    peaks = result["full_build"]["stages_rss_mb"]  # peak memory by build stage, the largest reported as the build's
+    assert {"loading", "chunking", "keywords", "embedding", "writing"} <= set(peaks) and min(peaks.values()) > 0
+    assert result["build_rss_mb"] == max(*peaks.values(), *result["sample_build"]["stages_rss_mb"].values())
+    assert "build stages (full size, synthetic vectors): loading" in format_result(result)
 
 
 def test_synthetic_corpus_plans_the_asked_size():

@@ -93,3 +93,42 @@ def test_chunker_properties(parts, budget, overlap):
     chunks = chunk_document(doc, counter, max_tokens=budget, overlap=overlap)
     check_chunks(doc, chunks, budget, counter)
     assert [c.ord for c in chunks] == list(range(len(chunks)))
+
+
+def _wrapper_starts(line: str) -> list[int] | None:
+    """Sentence starts as blingfire's own Python wrapper finds them (None where it fails)."""
+    import blingfire
+    try:
+        _, offsets = blingfire.text_to_sentences_and_offsets(line)
+    except Exception:
+        return None
+    return sorted({s for s, _ in offsets if 0 <= s < len(line)})
+
+
+def test_sentence_starts_match_blingfires_own_wrapper_on_the_corpus():
+    from index.chunking import sentence_starts
+    lines = [line for p in sorted(DOCS.glob("*.txt")) for line in p.read_text().splitlines() if line.strip()]
+    long_line = " ".join(lines)  # one long line: many sentences, curly quotes and pound signs
+    for line in [*lines, long_line, "Mr. Smith went to Washington. He met Dr. Jones! Then? “Yes.” €5 — done."]:
+        assert sentence_starts(line) == _wrapper_starts(line), line
+    assert len(sentence_starts(long_line)) > 50
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(list("ab AB.?!,;'\"\t") + ["é", "€", "😀", "中文", "“", "”", "\u00a0", "Mr. ", "U.S. ",
+                                                          "\x01", "Ünïcödé. "]), min_size=1, max_size=60).map("".join))
+def test_sentence_starts_match_blingfires_own_wrapper_on_any_text(line):
+    from index.chunking import sentence_starts
+    expected = _wrapper_starts(line)
+    if expected is not None:
+        assert sentence_starts(line) == expected
+
+
+def test_word_pieces_are_counted_in_full_even_after_the_model_truncated(embedder):
+    docs, _ = load_documents(DOCS)
+    long_text = docs[0].text  # far over the model's 256 word pieces
+    embedder.encode([long_text])  # the model's tokenizer now truncates at 256
+    texts = [long_text, "Leicestershire Police", "", "21,200 crimes — “inadequate”"]
+    counted = embedder.count(texts)
+    plain = embedder.tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    assert counted == [len(ids) for ids in plain] and counted[0] > 600 and counted[2] == 0

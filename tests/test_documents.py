@@ -127,6 +127,8 @@ def test_dates_in_the_seed_formats():
     assert find_date("Issued on 2/3/17 at 12:00 a.m.")[0] == dt.date(2017, 3, 2)  # UK order
     assert find_date("Police said on 4 March 2021 that")[0] == dt.date(2021, 3, 4)
     assert find_date("a re-inspection in 2018") is None
+    assert find_date("9 Sept. 2017, then SEPTEMBER 30th 2017")[0] == dt.date(2017, 9, 9)
+    assert find_date("to their dismay 5 2017 records") is None  # a month name must be a word of its own
 
 
 def test_a_dateline_is_dropped_but_a_sentence_with_a_date_is_kept(tmp_path):
