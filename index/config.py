@@ -60,7 +60,7 @@ class VectorsConfig:
     exact_below: int = 50000            # chunks: below this, exact search (flat); from it on, HNSW
     hnsw_m: int = 32                    # HNSW: links per vector (memory +8*M bytes per vector)
     ef_construction: int = 80           # HNSW: search depth while building (build time vs graph quality)
-    ef_search: int = 1024               # HNSW: search depth per query (latency vs recall@10)
+    ef_search: int = 0                  # HNSW: search depth per query (latency vs recall@10); 0: by size
     storage: str = "float32"            # "float32" or "float16" (half the memory, scores within ~1e-3)
 
 
@@ -127,7 +127,7 @@ _CHOICES = {
 }
 _POSITIVE = {("chunking", "max_tokens"), ("embedding", "batch_size"), ("retrieval", "top_k"),
              ("bot", "max_question_chars"), ("retrieval", "rrf_k"), ("retrieval", "candidates"),
-             ("vectors", "hnsw_m"), ("vectors", "ef_construction"), ("vectors", "ef_search"),
+             ("vectors", "hnsw_m"), ("vectors", "ef_construction"),
              ("summary", "sentences"), ("summary", "min_words"), ("summary", "topic_per_doc"),
              ("summary", "topic_docs"), ("summary", "timeline_per_doc"), ("summary", "timeline_entries"),
              ("summary", "candidates"), ("bot", "workers"), ("bot", "max_live_views")}
@@ -153,6 +153,8 @@ def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
         raise ConfigError(f"config: {name} = {value!r}; expected a number from 0 to 1")
     if (section, key) == ("embedding", "threads") and value < 0:
         raise ConfigError(f"config: {name} = {value!r}; expected 0 (one per core) or a number of threads")
+    if (section, key) == ("vectors", "ef_search") and value < 0:
+        raise ConfigError(f"config: {name} = {value!r}; expected 0 (by the index's size) or a search depth above 0")
     if (section, key) == ("vectors", "exact_below") and value < 0:
         raise ConfigError(f"config: {name} = {value!r}; expected a number of chunks, 0 or more (0: always HNSW)")
     if (section, key) == ("chunking", "overlap_sentences") and not 0 <= value <= 3:

@@ -111,12 +111,13 @@ def fuse_rrf(dense: np.ndarray, bm25: np.ndarray, k: int = 60) -> np.ndarray:
 _WORDS = re.compile(r"\w+")
 
 
-def shingles(text: str, n: int = SHINGLE) -> frozenset:
-    """The word n-grams of `text` (case and punctuation ignored); the word set for texts shorter than n words."""
+def shingles(text: str, n: int = SHINGLE) -> frozenset[int]:
+    """The word n-grams of `text` (case and punctuation ignored), each as its hash (comparable within one
+    process; a third of the time of keeping the tuples); the words for texts shorter than n words."""
     words = _WORDS.findall(text.casefold())
     if len(words) < n:
-        return frozenset((w,) for w in words)
-    return frozenset(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+        return frozenset(hash((w,)) for w in words)
+    return frozenset(map(hash, zip(*(words[i:] for i in range(n)))))
 
 
 def overlap(a: frozenset, b: frozenset) -> float:

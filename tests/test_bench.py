@@ -128,3 +128,20 @@ def test_bench_cli_sizes():
     assert requested_sizes(build_parser().parse_args(["bench"])) == [10_000, 100_000]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--chunks", "lots"])
+
+
+def test_hnsw_search_depth_by_size_is_recorded_with_the_build(docs_copy, tmp_path, embedder):
+    from index.build import build_index, new_vector_index, search_depth
+    from index.config import VectorsConfig
+    from index.store import Snapshot
+    assert [search_depth(n) for n in (10, 50_000, 100_000, 1_000_000, 2_000_000)] == [128, 417, 514, 1024, 1261]
+    assert search_depth(100_000, VectorsConfig(ef_search=300)) == 300  # a configured depth wins
+    assert new_vector_index(100_000, 8, VectorsConfig(exact_below=0))[0].hnsw.efSearch == 514
+    cfg = make_config(docs_copy, tmp_path / "index", vectors={"exact_below": 0})
+    report = build_index(cfg, embedder)
+    snap = Snapshot(report.build_dir)
+    try:
+        assert snap.info["index_type"] == "hnsw" and snap.index.raw.hnsw.efSearch == 128
+        assert snap.info["vectors"]["ef_search"] == 128  # the depth in use, not the 0 of "by size"
+    finally:
+        snap.close()

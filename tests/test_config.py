@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -33,12 +34,13 @@ def test_environment_overrides(tmp_path):
     ("[retrieval]\nmode = 'magic'\n", "expected one of dense, bm25, hybrid"),
     ("[chunking]\nmax_tokens = 0\n", "chunking.max_tokens = 0; expected a number above 0"),
     ("[bot]\nuse_threads = 'yes'\n", "bot.use_threads"),
+    ("[vectors]\nef_search = -1\n", "vectors.ef_search = -1; expected 0 (by the index's size) or a search depth"),
     ("[paths\n", "not valid TOML"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, message):
     path = tmp_path / "c.toml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(path, env={})
 
 
