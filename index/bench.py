@@ -348,6 +348,7 @@ def measure_queries(cfg, questions: Sequence[str], n_queries: int) -> dict:
 
 
 def _threads(cfg) -> int:
+    """The model's threads for a batch (a question runs on one with the ONNX encoder: OnnxEncoder.session_for)."""
     if cfg.embedding.backend == "torch":
         import torch
         return int(torch.get_num_threads())
@@ -637,7 +638,7 @@ def format_result(r: dict) -> str:
     if r.get("noop_rebuild_docs_s") is not None:
         lines.append(f"  rebuild of the docs folder with nothing changed: {r['noop_rebuild_docs_s']:.2f} s")
     lines.append(f"  machine: {r.get('machine')}; load average {r.get('load_average')}; backend {r.get('backend')}, "
-                 f"{r.get('threads')} threads")
+                 f"{r.get('threads')} threads" + (" (1 for a question)" if r.get("backend") == "onnx-int8" else ""))
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -150,18 +151,21 @@ class OnnxEncoder:
     """The parts of a SentenceTransformer the Embedder uses (encode, tokenizer, max_seq_length, dimension),
     running the int8 graph with onnxruntime."""
 
-    def __init__(self, session, tokenizer, max_seq_length: int, path: Path):
-        self.session = session
+    def __init__(self, path: Path, tokenizer, max_seq_length: int, threads: int):
+        self.path = path
         self.tokenizer = tokenizer
         self.max_seq_length = max_seq_length
-        self.path = path
+        self.threads = threads
+        self._sessions: dict[int, object] = {}
+        self._lock = threading.Lock()
+        session = self.session_for(1)  # what a question uses; loaded now, so a model that cannot run fails here
         self._inputs = {i.name for i in session.get_inputs()}
         self._dim = int(session.get_outputs()[0].shape[-1])
 
     @classmethod
     def load(cls, model_dir: str | Path, threads: int = 0) -> "OnnxEncoder":
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (a clear message now rather than on first use)
         except ImportError:
             raise EmbeddingError(MISSING) from None
         model_dir = Path(model_dir)
@@ -171,16 +175,35 @@ class OnnxEncoder:
         path = cached_model(model_dir)
         from transformers import AutoTokenizer
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads if threads > 0 else (os.cpu_count() or 1)
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # ONNX Runtime's workers spin after each run waiting for the next; on 2 cores that spinning took the CPU
-        # from the rest of a question (hybrid p50 at 10k chunks 16-20 -> 8.4 ms without it, 1M 28.7 -> 23.0 ms),
-        # and batch encoding is as fast without it (51.8 chunks/s both ways).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        return cls(session, tokenizer, read_max_seq_length(model_dir), path)
+        return cls(path, tokenizer, read_max_seq_length(model_dir), threads if threads > 0 else (os.cpu_count() or 1))
+
+    @property
+    def session(self):
+        """The session batches run on (`threads` workers)."""
+        return self.session_for(self.threads)
+
+    def session_for(self, n_texts: int):
+        """The session for `n_texts` texts at once: one worker for a single text (a question: 3.6 ms against
+        4.4 ms with two workers waking each other, measured on 2 cores), `threads` workers for a batch. Each is
+        made on first use (about 0.3 s and 60 MB), so a bot that only answers questions holds one."""
+        threads = 1 if n_texts <= 1 else self.threads
+        session = self._sessions.get(threads)
+        if session is None:
+            with self._lock:
+                session = self._sessions.get(threads)
+                if session is None:
+                    import onnxruntime as ort
+                    opts = ort.SessionOptions()
+                    opts.intra_op_num_threads = threads
+                    opts.inter_op_num_threads = 1
+                    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                    # ONNX Runtime's workers spin after each run waiting for the next; on 2 cores that spinning
+                    # took the CPU from the rest of a question (hybrid p50 at 10k chunks 16-20 -> 8.4 ms without
+                    # it, 1M 28.7 -> 23.0 ms), and batch encoding is as fast without it (51.8 chunks/s both ways).
+                    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                    session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+                    self._sessions[threads] = session
+        return session
 
     def get_sentence_embedding_dimension(self) -> int:
         return self._dim
@@ -211,7 +234,7 @@ class OnnxEncoder:
             feed = {name: enc[name].astype(np.int64) for name in INPUTS if name in self._inputs and name in enc}
             if "token_type_ids" in self._inputs and "token_type_ids" not in feed:
                 feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
-            outputs = self.session.run(None, feed)
+            outputs = self.session_for(len(idx)).run(None, feed)
             out[idx] = outputs[0]
             if tokens:
                 lengths = enc["attention_mask"].sum(1)

@@ -75,10 +75,19 @@ def test_export_is_cached(onnx_embedder):
     assert again.count(["two words"]) == onnx_embedder.count(["two words"]) == [2]
 
 
-def test_idle_workers_do_not_spin(onnx_embedder):
+def test_idle_workers_do_not_spin_and_a_question_runs_on_one(onnx_embedder):
     # spinning ONNX Runtime workers took the CPU from the rest of each question on 2 cores (README, Performance)
-    options = onnx_embedder.model.session.get_session_options()
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    model = onnx_embedder.model
+    for n_texts in (1, 2):
+        options = model.session_for(n_texts).get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert model.session_for(1).get_session_options().intra_op_num_threads == 1
+    assert model.session.get_session_options().intra_op_num_threads == model.threads >= 1
+    # a text alone gives the same vector on either session (batch mates move it a little: see above)
+    enc = model.tokenizer(["How many crimes went unrecorded?"], return_tensors="np")
+    feed = {i.name: enc[i.name].astype(np.int64) for i in model.session.get_inputs()}
+    one, many = (model.session_for(n).run(None, feed)[0] for n in (1, 2))
+    assert np.allclose(one, many, atol=1e-5)
 
 
 def test_missing_onnxruntime_is_a_clear_error(monkeypatch):

@@ -263,3 +263,30 @@ def test_keyword_index_is_the_matrix_bm25s_itself_builds(monkeypatch):
 def test_keyword_index_of_texts_without_words():
     index = KeywordIndex.build(["", "the a of", "..."])
     assert index.size == 3 and not index.scores("crime").any()
+
+
+def test_answer_sentences_analyse_only_the_sentences_that_could_win(kb):
+    """Sentences whose cosine leaves them no chance are not analysed; the choice is the one full analysis makes."""
+    from index.search import RUNNER_UP
+    searcher = Searcher(kb.searcher().snap, kb.embedder, kb.cfg.retrieval)  # its own cache: nothing analysed yet
+    analyzer = searcher.snap.keyword.analyzer
+    skipped = 0
+    for weight in (0.2, 0.6):  # the configured weight and a large one, as `citebot eval` sweeps
+        for question in (q.question for q in QUESTIONS):
+            qvec = kb.embedder.encode_query(question)
+            passages = [Passage(chunk_id=h.chunk_id, doc="", title="", date=None, url=None, location="",
+                                text=row["text"], start=0, end=0, scores={})
+                        for h in searcher.rank(question)[:8] for row in [searcher.snap.chunks([h.chunk_id])[h.chunk_id]]]
+            searcher.pick_answer_sentences(question, qvec, passages, lexical_weight=weight)
+            for p in passages:
+                spans, vectors, terms = searcher._sentence_data([p])[0]
+                skipped += sum(t is None for t in terms)
+                full = searcher.sentence_scores(question, qvec, vectors,
+                                                [frozenset(analyzer(p.text[s:e])) for s, e in spans], weight)
+                order = np.argsort(-full, kind="stable")
+                expected = [int(order[0])]
+                if len(order) > 1 and full[order[1]] >= full[order[0]] - RUNNER_UP:
+                    expected.append(int(order[1]))
+                assert p.answer_spans == sorted(spans[i] for i in expected)
+                assert p.scores["sentence"] == pytest.approx(float(full[order[0]]))
+    assert skipped > 0  # some sentences were never analysed
