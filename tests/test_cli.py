@@ -105,3 +105,39 @@ def test_bad_config_names_the_key(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bot.cli", "--config", str(cfg), "docs"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "retrieval.top_k" in proc.stderr and "Traceback" not in proc.stderr
+
+
+HEAVY = ("torch", "transformers", "sentence_transformers", "onnxruntime", "faiss", "bm25s")
+IMPORTED = """
+import sys
+from bot.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print("IMPORTED", code, *sorted(m for m in {heavy!r} if m in sys.modules))
+""".format(heavy=HEAVY)
+
+
+def test_commands_import_only_what_they_need(embedder, tmp_path):
+    """--help and docs load no model library; index (int8 encoder) never imports torch or transformers, and
+    with nothing changed does not load the model at all (README, "Start-up")."""
+    import os
+    import shutil
+    embedder.model  # the int8 export is cached (exporting is the one step that needs torch)
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    where = ["--docs", str(tmp_path / "docs"), "--index", str(tmp_path / "index")]
+
+    def imported(*argv):
+        out = subprocess.run([sys.executable, "-c", IMPORTED, *where, *argv], capture_output=True, text=True,
+                             cwd=ROOT, env={**os.environ, "CITEBOT_EMBEDDING_BACKEND": "onnx-int8"},
+                             timeout=300).stdout
+        line = next(l for l in out.splitlines() if l.startswith("IMPORTED"))
+        code, *modules = line.split()[1:]
+        assert code == "0", out
+        return set(modules)
+
+    assert imported("--help") == set()
+    assert imported("index") == {"onnxruntime", "faiss", "bm25s"}  # 26 chunks embedded
+    assert imported("index") == {"faiss", "bm25s"}  # nothing changed: the model is not loaded
+    assert not imported("docs") & {"torch", "transformers", "sentence_transformers", "onnxruntime"}

@@ -18,6 +18,7 @@ TEXTS = [
     "Leicestershire Police said it had already made changes to the way it records crime, and that victims "
     "were still supported even when a crime was not recorded. " * 3,
 ]
+DOCS_TEXT = " ".join(TEXTS) * 4  # far over the model's 256 word pieces
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +89,23 @@ def test_idle_workers_do_not_spin_and_a_question_runs_on_one(onnx_embedder):
     feed = {i.name: enc[i.name].astype(np.int64) for i in model.session.get_inputs()}
     one, many = (model.session_for(n).run(None, feed)[0] for n in (1, 2))
     assert np.allclose(one, many, atol=1e-5)
+
+
+def test_the_batch_tokenizer_gives_what_transformers_gives(onnx_embedder):
+    # the encoder tokenizes with the Rust tokenizer alone (no transformers import); it must match the
+    # transformers tokenizer called as sentence-transformers calls it, padding and truncation included
+    model = onnx_embedder.model
+    texts = [DOCS_TEXT, "", "Leicestershire Police", "21,200 crimes — “inadequate”, café naïve 東京 \u200b", "a " * 400]
+    for batch in (texts, texts[1:3], texts[:1]):
+        want = model.tokenizer(batch, padding=True, truncation="longest_first", max_length=model.max_seq_length,
+                               return_tensors="np", return_offsets_mapping=True, return_special_tokens_mask=True)
+        got = model._tokenize.encode_batch(batch)
+        assert np.array_equal(want["input_ids"], [e.ids for e in got])
+        assert np.array_equal(want["attention_mask"], [e.attention_mask for e in got])
+        assert np.array_equal(want["token_type_ids"], [e.type_ids for e in got])
+        assert np.array_equal(want["special_tokens_mask"], [e.special_tokens_mask for e in got])
+        assert np.array_equal(want["offset_mapping"], [e.offsets for e in got])
+    assert len(model._tokenize.encode_batch([DOCS_TEXT])[0].ids) == model.max_seq_length  # truncated, not 128
 
 
 def test_missing_onnxruntime_is_a_clear_error(monkeypatch):
