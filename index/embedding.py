@@ -48,7 +48,10 @@ def tokenizer_file(model: str | Path):
     if not path.is_file():
         return None
     from tokenizers import Tokenizer
-    return Tokenizer.from_file(str(path))
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # a damaged or foreign file: say which, in one line
+        raise EmbeddingError(f"cannot read the tokenizer {path} ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def set_threads(threads: int = 0) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from index.chunking import chunk_document, split_sentences
@@ -132,3 +133,15 @@ def test_word_pieces_are_counted_in_full_even_after_the_model_truncated(embedder
     counted = embedder.count(texts)
     plain = embedder.tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
     assert counted == [len(ids) for ids in plain] and counted[0] > 600 and counted[2] == 0
+
+
+def test_a_damaged_tokenizer_file_is_a_clear_error(tmp_path):
+    from index.config import EmbeddingConfig
+    from index.embedding import Embedder, EmbeddingError, resolve_model
+    packaged = Path(resolve_model("all-MiniLM-L6-v2"))
+    for item in packaged.iterdir():
+        (tmp_path / item.name).symlink_to(item)
+    (tmp_path / "tokenizer.json").unlink()
+    (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "model": ', encoding="utf-8")
+    with pytest.raises(EmbeddingError, match="cannot read the tokenizer .*tokenizer.json"):
+        Embedder(EmbeddingConfig(model=str(tmp_path))).count(["Leicestershire Police"])
