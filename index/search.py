@@ -379,7 +379,11 @@ class Searcher:
         whose words are not given (None) gets its cosine alone."""
         w = self.cfg.sentence_lexical_weight if lexical_weight is None else lexical_weight
         cos = vectors @ qvec if len(vectors) else np.zeros(0)
-        qterms = frozenset(self.snap.keyword.analyzer(question))
+        return self._with_words(cos, frozenset(self.snap.keyword.analyzer(question)), terms, w)
+
+    @staticmethod
+    def _with_words(cos: np.ndarray, qterms: frozenset, terms: Sequence[frozenset | None], w: float) -> np.ndarray:
+        """`cos` plus w * the share of `qterms` among each sentence's words (None: its cosine alone)."""
         if not qterms or w == 0:
             return cos
         lexical = np.array([len(qterms & t) / len(qterms) if t is not None else 0.0 for t in terms])
@@ -389,15 +393,18 @@ class Searcher:
                               lexical_weight: float | None = None) -> None:
         """Mark in each passage its best sentence, and a runner-up that scores nearly as well."""
         w = self.cfg.sentence_lexical_weight if lexical_weight is None else lexical_weight
+        qterms = frozenset(self.snap.keyword.analyzer(question))  # once for all the passages
         for p, (spans, vectors, terms) in zip(passages, self._sentence_data(passages)):
             if not spans:
                 continue
-            # Words are analysed only for sentences that could be chosen: one whose cosine is more than w + RUNNER_UP
-            # below the best cosine scores under best - RUNNER_UP even with every question word, so it can be
-            # neither the best nor the runner-up (profiled: analysing every sentence was a fifth of a question).
             cos = vectors @ qvec
-            self._sentence_terms(p.text, spans, terms, np.flatnonzero(cos >= cos.max() - w - RUNNER_UP - 1e-6))
-            local = self.sentence_scores(question, qvec, vectors, terms, w)
+            if qterms and w:
+                # Words are analysed only for sentences that could be chosen: one whose cosine is more than
+                # w + RUNNER_UP below the best cosine scores under best - RUNNER_UP even with every question word,
+                # so it can be neither the best nor the runner-up (profiled: analysing every sentence was a fifth
+                # of a question).
+                self._sentence_terms(p.text, spans, terms, np.flatnonzero(cos >= cos.max() - w - RUNNER_UP - 1e-6))
+            local = self._with_words(cos, qterms, terms, w)
             order = np.argsort(-local, kind="stable")
             chosen = [int(order[0])]
             if self.cfg.answer_sentences > 1 and len(order) > 1 and local[order[1]] >= local[order[0]] - RUNNER_UP:
