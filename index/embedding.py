@@ -56,7 +56,7 @@ def tokenizer_file(model: str | Path):
 
 def set_threads(threads: int = 0) -> None:
     """Fix torch's CPU thread count (0: one per core). Set explicitly: with the default, a short encode on a
-    busy 2-core machine was measured at ~490 ms instead of ~15 ms (see README.md, "Performance")."""
+    busy 2-core machine was measured at ~490 ms instead of ~15 ms (see PERFORMANCE.md)."""
     import torch
     n = threads if threads > 0 else (os.cpu_count() or 1)
     if torch.get_num_threads() != n or not getattr(set_threads, "done", False):
@@ -178,7 +178,7 @@ class Embedder:
         if not texts:
             return []
         counter = self._word_pieces
-        if counter is not None:  # measured 20 % quicker than the tokenizer's __call__ (README, "Where the time goes")
+        if counter is not None:  # measured 20 % quicker than the tokenizer's __call__ (PERFORMANCE.md, "Where the time goes")
             encode = getattr(counter, "encode_batch_fast", counter.encode_batch)  # fast: no offsets (tokenizers 0.21+)
             return [len(e.ids) for e in encode(list(texts), add_special_tokens=False)]
         encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=False,
