@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,22 @@ class SummaryConfig:
 
 
 @dataclass
+class StoreConfig:
+    """Where the index lives: "faiss" (FAISS + SQLite files in paths.index) or "milvus" ([milvus])."""
+    backend: str = "faiss"
+
+
+@dataclass
+class MilvusConfig:
+    """The Milvus store (store.backend = "milvus"): Milvus Lite in a file, or a Milvus server by URL."""
+    uri: str = ""                       # a file path (Milvus Lite; "": milvus.db in paths.index) or http(s)://host:port
+    token_env: str = "MILVUS_TOKEN"     # environment variable holding the server's token ("user:password" or API key)
+    token_file: str = ""                # or a file holding it (never the token itself in config.toml)
+    collection: str = "citebot"         # prefix of this library's collections; the live one is the alias of this name
+    refresh_seconds: float = 5.0        # a process checks the alias this often and serves a new build (0: every question)
+
+
+@dataclass
 class BotConfig:
     token_file: str = ""
     ask_channels: list = field(default_factory=list)
@@ -107,6 +124,8 @@ class Config:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     vectors: VectorsConfig = field(default_factory=VectorsConfig)
     summary: SummaryConfig = field(default_factory=SummaryConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    milvus: MilvusConfig = field(default_factory=MilvusConfig)
     bot: BotConfig = field(default_factory=BotConfig)
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -118,13 +137,36 @@ class Config:
     def index_dir(self) -> Path:
         return (self.base_dir / self.paths.index).resolve()
 
+    @property
+    def milvus_uri(self) -> str:
+        """milvus.uri as the client takes it: an http(s) URL as it is, a file path made absolute (Milvus Lite)."""
+        uri = self.milvus.uri
+        if uri.startswith(("http://", "https://")):
+            return uri
+        return str((self.index_dir / "milvus.db") if not uri else (self.base_dir / Path(uri).expanduser()).resolve())
+
+    def milvus_token(self) -> str:
+        """The Milvus server's token from the environment variable milvus.token_env or the file milvus.token_file
+        ("" if neither is set). Never logged."""
+        token = os.environ.get(self.milvus.token_env, "") if self.milvus.token_env else ""
+        if not token and self.milvus.token_file:
+            path = (self.base_dir / Path(self.milvus.token_file).expanduser())
+            try:
+                token = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"config: milvus.token_file = {self.milvus.token_file!r} cannot be read "
+                                  f"({exc.strerror}); expected a file holding the token") from None
+        return token
+
 
 _CHOICES = {
     ("retrieval", "mode"): ("dense", "bm25", "hybrid"),
     ("embedding", "backend"): ("torch", "onnx-int8"),
     ("retrieval", "fusion"): ("convex", "rrf"),
     ("vectors", "storage"): ("float32", "float16"),
+    ("store", "backend"): ("faiss", "milvus"),
 }
+_MILVUS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _POSITIVE = {("chunking", "max_tokens"), ("embedding", "batch_size"), ("retrieval", "top_k"),
              ("bot", "max_question_chars"), ("retrieval", "rrf_k"), ("retrieval", "candidates"),
              ("vectors", "hnsw_m"), ("vectors", "ef_construction"),
@@ -157,6 +199,17 @@ def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
         raise ConfigError(f"config: {name} = {value!r}; expected 0 (by the index's size) or a search depth above 0")
     if (section, key) == ("vectors", "exact_below") and value < 0:
         raise ConfigError(f"config: {name} = {value!r}; expected a number of chunks, 0 or more (0: always HNSW)")
+    if (section, key) == ("milvus", "collection") and not _MILVUS_NAME.fullmatch(value):
+        raise ConfigError(f"config: {name} = {value!r}; expected a Milvus name: a letter or _, then letters, digits"
+                          " or _ (at most 128)")
+    if (section, key) == ("milvus", "uri") and "://" in value and not value.startswith(("http://", "https://")):
+        raise ConfigError(f"config: {name} = {value!r}; expected a file path (Milvus Lite) or an http(s):// URL "
+                          "(a Milvus server)")
+    if (section, key) == ("milvus", "uri") and value.startswith(("http://", "https://")) and "@" in value:
+        raise ConfigError(f"config: {name} holds credentials; expected a URL without them (put the token in the "
+                          "environment variable named by milvus.token_env or in milvus.token_file)")
+    if (section, key) == ("milvus", "refresh_seconds") and value < 0:
+        raise ConfigError(f"config: {name} = {value!r}; expected 0 (check on every question) or a number of seconds")
     if (section, key) == ("chunking", "overlap_sentences") and not 0 <= value <= 3:
         raise ConfigError(f"config: {name} = {value!r}; expected 0 to 3")
     return value

@@ -61,3 +61,43 @@ def test_unknown_keys_are_warned_not_fatal(tmp_path, caplog):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml", env={})
+
+
+def test_store_backend_and_milvus_keys(tmp_path, monkeypatch):
+    cfg = load_config(ROOT / "config.toml", env={})
+    assert cfg.store.backend == "faiss" and cfg.milvus_uri == str(cfg.index_dir / "milvus.db")
+    cfg = load_config(ROOT / "config.toml", env={"CITEBOT_STORE_BACKEND": "milvus",
+                                                 "CITEBOT_MILVUS_URI": "http://milvus.internal:19530",
+                                                 "CITEBOT_MILVUS_COLLECTION": "reports_2024"})
+    assert cfg.store.backend == "milvus" and cfg.milvus_uri == "http://milvus.internal:19530"
+    assert cfg.milvus.collection == "reports_2024"
+    cfg = load_config(ROOT / "config.toml", env={"CITEBOT_MILVUS_URI": "data/lib.db"})
+    assert cfg.milvus_uri == str(ROOT / "data" / "lib.db")
+    # the token comes from the environment variable named in config, or from a file; never from config itself
+    monkeypatch.setenv("MILVUS_TOKEN", "root:Milvus")
+    assert cfg.milvus_token() == "root:Milvus"
+    monkeypatch.delenv("MILVUS_TOKEN")
+    (tmp_path / "token").write_text("secret-key\n")
+    cfg.milvus.token_file = str(tmp_path / "token")
+    assert cfg.milvus_token() == "secret-key"
+    cfg.milvus.token_file = str(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="milvus.token_file = .*cannot be read"):
+        cfg.milvus_token()
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"CITEBOT_STORE_BACKEND": "qdrant"}, "store.backend = 'qdrant'; expected one of faiss, milvus"),
+    ({"CITEBOT_MILVUS_URI": "grpc://h:19530"}, "milvus.uri = 'grpc://h:19530'; expected a file path (Milvus Lite)"
+                                               " or an http(s):// URL"),
+    ({"CITEBOT_MILVUS_COLLECTION": "my-lib"}, "milvus.collection = 'my-lib'; expected a Milvus name"),
+    ({"CITEBOT_MILVUS_REFRESH_SECONDS": "-1"}, "milvus.refresh_seconds = -1.0; expected 0"),
+])
+def test_bad_store_values_name_the_key(env, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(ROOT / "config.toml", env=env)
+
+
+def test_a_token_in_the_milvus_url_is_refused_without_echoing_it():
+    with pytest.raises(ConfigError) as info:
+        load_config(ROOT / "config.toml", env={"CITEBOT_MILVUS_URI": "https://root:s3cret@milvus.internal:19530"})
+    assert "milvus.uri holds credentials" in str(info.value) and "s3cret" not in str(info.value)
