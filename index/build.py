@@ -6,7 +6,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,9 @@ from index.chunking import chunk_document, split_sentences
 from index.config import Config
 from index.documents import DocumentStream, LoadError
 from index.embedding import Embedder
-from index.store import SENTENCE_DTYPE, BuildWriter, IndexMismatch, IndexMissing, IndexRoot, Snapshot
+from index.backends import open_root
+from index.store import (SENTENCE_DTYPE, BuildWriter, IndexMismatch, IndexMissing, IndexRoot, Snapshot,
+                         search_depth)
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +67,6 @@ def build_info(cfg: Config, dim: int, index_type: str) -> dict:
     }
 
 
-# HNSW search depth by size (vectors.ef_search = 0): EF_AT_1M * (chunks / 1M) ** EF_EXPONENT. Measured recall@10
-# against exact search on the bench's questions: 0.983 at 1M chunks with 1024, 0.983 at 100k with 512 (1024
-# there: 0.992 in twice the time; the depth by size gives 514); PERFORMANCE.md, "Index type by size".
-EF_AT_1M, EF_EXPONENT, EF_MIN = 1024, 0.3, 128
-
-
-def search_depth(n: int, cfg=None) -> int:
-    """ef_search for an HNSW graph of `n` vectors: `cfg.ef_search` when set, else by size as measured."""
-    if cfg is not None and cfg.ef_search > 0:
-        return cfg.ef_search
-    return max(EF_MIN, math.ceil(EF_AT_1M * (max(n, 1) / 1_000_000) ** EF_EXPONENT))
-
-
 def new_vector_index(n: int, dim: int, cfg=None):
     """An empty inner-product index for `n` unit vectors (so scores are cosines) and its type name.
 
@@ -122,7 +110,7 @@ def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress
     started = time.perf_counter()
     progress = progress or (lambda stage, done, total: None)
     hooks = hooks or {}
-    root = IndexRoot(cfg.index_dir)
+    root = open_root(cfg)
     with root.lock():
         report = BuildReport()
         progress("loading", 0, 0)
@@ -150,7 +138,7 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
     current = root.current()
     if current is not None:
         try:
-            old = Snapshot(current, mmap=True)
+            old = root.open(current, mmap=True)
         except Exception as exc:  # a damaged old build must not stop a new one
             log.warning("previous index unreadable (%s); building from scratch", exc)
     try:
@@ -220,16 +208,11 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
 
         reusable: dict[str, int] = {}
         if reuse_ok:
-            unique = sorted(set(hashes))
-            for i in range(0, len(unique), 900):
-                part = unique[i:i + 900]
-                rows = old.query(f"SELECT hash, MIN(id) AS id FROM chunks WHERE hash IN ({','.join('?' * len(part))})"
-                                 " GROUP BY hash", part)
-                reusable.update({r["hash"]: r["id"] for r in rows})
+            reusable = old.chunk_ids_by_hash(sorted(set(hashes)))
         # with nothing to embed, the model need not load: the old build knows the dimension
         dim = int(old.info["dim"]) if reuse_ok and all(h in reusable for h in hashes) else embedder.dim
 
-        index, index_type = new_vector_index(len(hashes), dim, cfg.vectors)
+        index, index_type = new_vector_index(len(hashes), dim, root.vectors_config(cfg.vectors))
         _embed_and_write(hashes, reusable, old, embedder, index, writer, report, progress)
         del hashes, reusable
         if old is not None:
@@ -301,10 +284,11 @@ def _embed_and_write(hashes: list[str], reusable: dict[str, int], old: Snapshot 
 
 def open_snapshot(cfg: Config, dim: int | None = None) -> Snapshot:
     """Open the live build, checking that it was made with the configured model (and dimension, if known)."""
-    current = IndexRoot(cfg.index_dir).current()
+    root = open_root(cfg)
+    current = root.current()
     if current is None:
-        raise IndexMissing(f"no index in {cfg.index_dir}; run `citebot index` to build it")
-    snap = Snapshot(current)
+        raise IndexMissing(f"no index in {root.where}; run `citebot index` to build it")
+    snap = root.open(current)
     model = snap.info.get("model")
     if model != cfg.embedding.model or (dim is not None and snap.info.get("dim") != dim):
         snap.close()

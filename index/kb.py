@@ -6,16 +6,18 @@ import datetime as dt
 import hashlib
 import logging
 import threading
+import time
 import unicodedata
 from typing import Sequence
 
 from index.answer import Answer
+from index.backends import open_root
 from index.build import BuildError, BuildReport, Progress, build_index, open_snapshot
 from index.config import Config
 from index.embedding import Embedder, EmbeddingError
 from index.search import MODES, Filters, NoMatchingDocuments, Searcher
 from index.store import (BuildInProgress as _StoreBuildInProgress, DocInfo, FeedbackStore, IndexMismatch,
-                         IndexMissing, IndexRoot, SummaryCache)
+                         IndexMissing, StoreUnavailable, SummaryCache)
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +65,10 @@ class KnowledgeBase:
     def __init__(self, cfg: Config, embedder: Embedder | None = None):
         self.cfg = cfg
         self.embedder = embedder or Embedder(cfg.embedding)
-        self.root = IndexRoot(cfg.index_dir)
+        self.root = open_root(cfg)
         self.feedback = FeedbackStore(cfg.index_dir)
         self._searcher: Searcher | None = None
+        self._checked = 0.0  # when the shared store's live build was last checked (milvus.refresh_seconds)
         self._lock = threading.Lock()
         self._building = threading.Lock()
         self._warmed = threading.Event()
@@ -87,13 +90,21 @@ class KnowledgeBase:
         with self._lock:
             if self._searcher is None:
                 self._searcher = self._open()
+                self._checked = time.monotonic()
+            elif self.cfg.store.backend == "milvus" and time.monotonic() - self._checked >= self.cfg.milvus.refresh_seconds:
+                # another process may have published a build: serve it if the alias moved
+                self._checked = time.monotonic()
+                live = self.root.current()
+                if live is not None and live != getattr(self._searcher.snap, "collection", None):
+                    log.info("a new build was published (%s); switching to it", live)
+                    self._searcher = self._open()
             return self._searcher
 
     def _open(self) -> Searcher:
         """Open the live build without loading the model (listing documents must stay quick)."""
         try:
             return Searcher(open_snapshot(self.cfg), self.embedder, self.cfg.retrieval)
-        except (IndexMissing, IndexMismatch) as exc:
+        except (IndexMissing, IndexMismatch, StoreUnavailable) as exc:
             raise UserError(str(exc)) from None
 
     def _check_model(self, searcher: Searcher) -> None:
@@ -216,7 +227,7 @@ class KnowledgeBase:
             report = build_index(self.cfg, self.embedder, rebuild=rebuild, progress=progress, hooks=hooks)
         except _StoreBuildInProgress as exc:
             raise BuildInProgress(str(exc)) from None
-        except (BuildError, EmbeddingError) as exc:
+        except (BuildError, EmbeddingError, StoreUnavailable) as exc:
             raise UserError(str(exc)) from None
         finally:
             self._building.release()

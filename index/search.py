@@ -169,7 +169,6 @@ class Searcher:
         self.embedder = embedder
         self.cfg = cfg
         self.docs = snapshot.documents()
-        self._chunk_docs: np.ndarray | None = None
         # chunk id -> (sentence spans, their vectors, their analysed words: None until a question needs them)
         self._sentences: OrderedDict[int, tuple[list[tuple[int, int]], np.ndarray, list[frozenset | None]]] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -208,13 +207,7 @@ class Searcher:
 
     def chunk_doc_ids(self) -> np.ndarray:
         """Document id of every chunk, indexed by chunk id."""
-        if self._chunk_docs is None:
-            rows = self.snap.query("SELECT id, doc_id FROM chunks ORDER BY id")
-            out = np.full(self.snap.size, -1, dtype=np.int64)
-            for r in rows:
-                out[r["id"]] = r["doc_id"]
-            self._chunk_docs = out
-        return self._chunk_docs
+        return self.snap.chunk_doc_ids()
 
     def _chunk_mask(self, doc_ids: list[int] | None) -> np.ndarray | None:
         if doc_ids is None:
@@ -223,20 +216,8 @@ class Searcher:
 
     # ------------------------------------------------------------ rankings
     def dense(self, qvec: np.ndarray, k: int, doc_ids: list[int] | None) -> list[tuple[int, float]]:
-        """(chunk id, cosine) of the `k` nearest chunks, within `doc_ids` if given."""
-        import faiss
-        k = min(k, self.snap.size)
-        if k <= 0:
-            return []
-        params = None
-        if doc_ids is not None:
-            ids = np.flatnonzero(self._chunk_mask(doc_ids)).astype(np.int64)
-            if not len(ids):
-                return []
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))
-            k = min(k, len(ids))
-        scores, ids = self.snap.index.search(qvec.reshape(1, -1).astype(np.float32), k, params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        """(chunk id, cosine) of the `k` nearest chunks, within `doc_ids` if given (searched by the store)."""
+        return self.snap.dense(qvec, k, doc_ids)
 
     def keyword(self, question: str, k: int, doc_ids: list[int] | None) -> tuple[list[tuple[int, float]], np.ndarray]:
         """(chunk id, BM25) of the `k` best chunks with a positive score, within `doc_ids`; and all scores."""

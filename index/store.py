@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import math
 import os
 import shutil
 import sqlite3
@@ -53,6 +54,10 @@ class IndexMismatch(Exception):
     """The index was built with another model or dimension than the configuration asks for."""
 
 
+class StoreUnavailable(Exception):
+    """The configured store cannot be opened (e.g. Milvus not installed or not reachable); the message says why."""
+
+
 class BuildInProgress(Exception):
     """Another build holds the lock."""
 
@@ -74,6 +79,11 @@ class IndexRoot:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+
+    @property
+    def where(self) -> str:
+        """Where the live index is, for messages."""
+        return str(self.root)
 
     @property
     def current_link(self) -> Path:
@@ -106,6 +116,14 @@ class IndexRoot:
 
     def discard(self, build_dir: Path) -> None:
         shutil.rmtree(build_dir, ignore_errors=True)
+
+    def open(self, current, mmap: bool = False) -> "Snapshot":
+        """The build `current()` named, opened for reading (`mmap`: see `Snapshot`)."""
+        return Snapshot(current, mmap=mmap)
+
+    def vectors_config(self, cfg):
+        """The vector index settings a build writes with (the configured ones: this index is the one served)."""
+        return cfg
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -201,6 +219,19 @@ class BuildWriter:
         self.con.close()
 
 
+# HNSW search depth by size (vectors.ef_search = 0): EF_AT_1M * (chunks / 1M) ** EF_EXPONENT. Measured recall@10
+# against exact search on the bench's questions: 0.983 at 1M chunks with 1024, 0.983 at 100k with 512 (1024
+# there: 0.992 in twice the time; the depth by size gives 514); PERFORMANCE.md, "Index type by size".
+EF_AT_1M, EF_EXPONENT, EF_MIN = 1024, 0.3, 128
+
+
+def search_depth(n: int, cfg=None) -> int:
+    """ef_search for an HNSW graph of `n` vectors: `cfg.ef_search` when set, else by size as measured."""
+    if cfg is not None and cfg.ef_search > 0:
+        return cfg.ef_search
+    return max(EF_MIN, math.ceil(EF_AT_1M * (max(n, 1) / 1_000_000) ** EF_EXPONENT))
+
+
 class VectorIndex:
     """A build's FAISS index as searchers use it (`search`, `ntotal`, `d`, `reconstruct_batch` ...).
 
@@ -241,6 +272,7 @@ class Snapshot:
         self.info = {r["key"]: json.loads(r["value"]) for r in self.query("SELECT key, value FROM build_info")}
         self._keyword = None
         self._keyword_lock = threading.Lock()
+        self._chunk_docs: np.ndarray | None = None
         self.has_sentences = bool(self.query(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sentences'"))
 
@@ -326,6 +358,44 @@ class Snapshot:
             vectors = (np.frombuffer(blob, dtype=SENTENCE_DTYPE).astype(np.float32).reshape(len(pairs), -1)
                        if pairs else np.zeros((0, self.index.d), dtype=np.float32))
             out[chunk_id] = (pairs, vectors)
+        return out
+
+    def chunk_doc_ids(self) -> np.ndarray:
+        """Document id of every chunk, indexed by chunk id (read once)."""
+        if self._chunk_docs is None:
+            rows = self.query("SELECT id, doc_id FROM chunks ORDER BY id")
+            out = np.full(self.size, -1, dtype=np.int64)
+            for r in rows:
+                out[r["id"]] = r["doc_id"]
+            self._chunk_docs = out
+        return self._chunk_docs
+
+    def dense(self, qvec: np.ndarray, k: int, doc_ids: Sequence[int] | None = None) -> list[tuple[int, float]]:
+        """(chunk id, cosine) of the `k` chunks nearest to `qvec`, within the documents `doc_ids` if given."""
+        import faiss
+        k = min(k, self.size)
+        if k <= 0:
+            return []
+        params = None
+        if doc_ids is not None:
+            mask = np.isin(self.chunk_doc_ids(), np.asarray(doc_ids, dtype=np.int64))
+            ids = np.flatnonzero(mask).astype(np.int64)
+            if not len(ids):
+                return []
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))
+            k = min(k, len(ids))
+        scores, ids = self.index.search(qvec.reshape(1, -1).astype(np.float32), k, params=params)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def chunk_ids_by_hash(self, hashes: Sequence[str]) -> dict[str, int]:
+        """The lowest chunk id holding each of `hashes` (content hashes of chunk texts) that this build has."""
+        out: dict[str, int] = {}
+        hashes = list(hashes)
+        for i in range(0, len(hashes), 900):
+            part = hashes[i:i + 900]
+            rows = self.query(f"SELECT hash, MIN(id) AS id FROM chunks WHERE hash IN ({','.join('?' * len(part))})"
+                              " GROUP BY hash", part)
+            out.update({r["hash"]: r["id"] for r in rows})
         return out
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:

@@ -36,16 +36,33 @@ def embedder():
     return e
 
 
+BACKENDS = ("faiss", "milvus")  # store.backend values; milvus runs Milvus Lite in a file of the temporary index
+_LIBRARIES: dict = {}
+
+
+def library(backend: str, embedder, tmp_path_factory):
+    """A KnowledgeBase over a copy of docs/ in the store `backend`, built once per session (read-only)."""
+    if backend not in _LIBRARIES:
+        from index.kb import KnowledgeBase
+        base = tmp_path_factory.mktemp(f"kb-{backend}")
+        docs = base / "docs"
+        shutil.copytree(DOCS, docs)
+        knowledge = KnowledgeBase(make_config(docs, base / "index", store={"backend": backend}), embedder=embedder)
+        knowledge.build()
+        _LIBRARIES[backend] = knowledge
+    return _LIBRARIES[backend]
+
+
 @pytest.fixture(scope="session")
 def kb(embedder, tmp_path_factory):
     """A KnowledgeBase over a copy of docs/, built once per session (treat it as read-only)."""
-    from index.kb import KnowledgeBase
-    base = tmp_path_factory.mktemp("kb")
-    docs = base / "docs"
-    shutil.copytree(DOCS, docs)
-    knowledge = KnowledgeBase(make_config(docs, base / "index"), embedder=embedder)
-    knowledge.build()
-    return knowledge
+    return library("faiss", embedder, tmp_path_factory)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def store_kb(request, embedder, tmp_path_factory):
+    """`kb`, once with each store backend (a test module takes it by defining `kb` as this fixture)."""
+    return library(request.param, embedder, tmp_path_factory)
 
 
 @pytest.fixture
