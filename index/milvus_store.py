@@ -15,8 +15,8 @@ collections and switches the alias in one call:
                              float16 vectors, as JSON/base64 in parts of at most PART characters
 
 A build killed before the switch leaves the alias on the old collections; its half-written collections are
-dropped by the next publish. After the switch the previous build's collections are dropped and the staging
-folder removed. Keyword search (BM25) is the project's own `KeywordIndex`, built in memory from the chunk texts
+dropped by the next publish. After the switch, builds older than the previous one are dropped (the previous
+one is kept for processes that have not yet seen the alias move) and the staging folder is removed. Keyword search (BM25) is the project's own `KeywordIndex`, built in memory from the chunk texts
 when a process opens a build: fusion needs the BM25 score of every chunk in the candidate pool, and answer
 sentences use its analyser (RETRIEVAL.md, "Milvus").
 """
@@ -145,7 +145,8 @@ class MilvusRoot(IndexRoot):
 
     def publish(self, build_dir: Path) -> None:
         """Copy the staged build into new collections, switch the alias to them in one call, then drop the
-        previous build's collections (and any left by a killed build) and the staging folder."""
+        collections of older builds than the previous one (and any left by a killed build) and the staging
+        folder."""
         c = self.client
         previous = self.current()
         name = f"{self.alias}__{_name(build_dir)}"
@@ -157,7 +158,9 @@ class MilvusRoot(IndexRoot):
             c.create_alias(collection_name=name, alias=self.alias)
         else:
             c.alter_alias(collection_name=name, alias=self.alias)
-        keep = {name, name + META}
+        # the previous build stays until the next publish (as the FAISS store keeps the previous folder): other
+        # processes serve it until they see the alias move (milvus.refresh_seconds)
+        keep = {name, name + META} | ({previous, previous + META} if previous else set())
         for other in c.list_collections():
             if other.startswith(f"{self.alias}__") and other not in keep:
                 try:

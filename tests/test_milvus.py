@@ -1,0 +1,101 @@
+"""The Milvus store (Milvus Lite in a temporary folder): several readers of one library see a new build, libraries
+in one Milvus never see each other's chunks, and the states Milvus Lite refuses are one clear line."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import DOCS, make_config
+from index.kb import KnowledgeBase, UserError
+
+NEW_DOC = ("2019-05-01_bridge-report.txt", "Bridge inspection report\n\nThe Ashby footbridge was closed after divers"
+           " found that three of its timber piles had rotted through below the waterline.\n")
+QUESTION = "Why was the Ashby footbridge closed?"
+
+
+def milvus_config(docs, index, **milvus):
+    return make_config(docs, index, store={"backend": "milvus"}, milvus=milvus)
+
+
+@pytest.fixture
+def library(tmp_path, embedder):
+    docs = tmp_path / "docs"
+    shutil.copytree(DOCS, docs)
+    yield docs, tmp_path / "index"
+    from index.milvus_store import release
+    release(milvus_config(docs, tmp_path / "index"))
+
+
+def test_readers_of_one_library_serve_a_new_build(library, embedder):
+    """Two bot processes' worth of KnowledgeBase on one Milvus Lite file (Milvus Lite opens a file in one process
+    only, so both live in this one): the builder publishes, the reader that checks the alias on every question
+    (refresh_seconds = 0) answers from the new build at once; one on a long timer keeps answering from the
+    previous build, which stays until the next publish, and switches on reload."""
+    docs, index = library
+    builder = KnowledgeBase(milvus_config(docs, index), embedder=embedder)
+    builder.build()
+    every_question = KnowledgeBase(milvus_config(docs, index, refresh_seconds=0.0), embedder=embedder)
+    on_timer = KnowledgeBase(milvus_config(docs, index, refresh_seconds=3600.0), embedder=embedder)
+    for reader in (every_question, on_timer):
+        assert NEW_DOC[0] not in {p.doc for p in reader.ask(QUESTION, 3).passages}
+    first = every_question.searcher().snap.collection
+
+    (docs / NEW_DOC[0]).write_text(NEW_DOC[1])
+    report = builder.build()
+    assert report.added == [NEW_DOC[0]] and report.reused > 0
+    answer = every_question.ask(QUESTION, 3)
+    assert answer.passages[0].doc == NEW_DOC[0] and "rotted" in answer.passages[0].answer_text
+    assert every_question.searcher().snap.collection != first
+    # the timer has not run out: the previous build answers (it was kept), then a reload switches
+    assert on_timer.searcher().snap.collection == first
+    assert NEW_DOC[0] not in {p.doc for p in on_timer.ask(QUESTION, 3).passages}
+    on_timer.reload()
+    assert on_timer.ask(QUESTION, 3).passages[0].doc == NEW_DOC[0]
+
+
+def test_libraries_in_one_milvus_never_see_each_others_chunks(tmp_path, embedder):
+    """Each library is its own alias and collections (milvus.collection): a question to one finds nothing of
+    the other, with no filter, with a document filter naming the other's file, and in the document list."""
+    from index.milvus_store import release
+    uri = str(tmp_path / "shared.db")
+    reports, bridges = tmp_path / "reports", tmp_path / "bridges"
+    shutil.copytree(DOCS, reports)
+    bridges.mkdir()
+    (bridges / NEW_DOC[0]).write_text(NEW_DOC[1])
+    a = KnowledgeBase(milvus_config(reports, tmp_path / "a", uri=uri, collection="server_1"), embedder=embedder)
+    b = KnowledgeBase(milvus_config(bridges, tmp_path / "b", uri=uri, collection="server_2"), embedder=embedder)
+    try:
+        a.build()
+        b.build()
+        assert NEW_DOC[0] not in {d.doc for d in a.documents()}
+        assert {d.doc for d in b.documents()} == {NEW_DOC[0]}
+        assert all(p.doc != NEW_DOC[0] for p in a.ask(QUESTION, 10).passages)
+        with pytest.raises(UserError, match="no indexed document matches"):
+            a.ask(QUESTION, doc=NEW_DOC[0])
+        assert {p.doc for p in b.ask("How many crimes does the force fail to record?", 10).passages} == {NEW_DOC[0]}
+    finally:
+        release(a.cfg)
+
+
+def test_a_milvus_lite_file_open_in_another_process_is_one_clear_line(library, embedder):
+    docs, index = library
+    cfg = milvus_config(docs, index)
+    index.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pymilvus import MilvusClient; "
+                               "MilvusClient(sys.argv[1]); print('open', flush=True); time.sleep(60)",
+                               cfg.milvus_uri], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        kb = KnowledgeBase(cfg, embedder=embedder)
+        with pytest.raises(UserError) as info:
+            kb.searcher()
+        message = str(info.value)
+        assert "another process has this Milvus Lite file open" in message and "\n" not in message
+    finally:
+        holder.kill()
+        holder.wait()
