@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or $CITEBOT_CONFIG)")
     parser.add_argument("--docs", metavar="DIR", help="documents folder (overrides paths.docs)")
     parser.add_argument("--index", metavar="DIR", help="index folder (overrides paths.index)")
+    parser.add_argument("--store", choices=("faiss", "milvus"),
+                        help="where the index lives (overrides store.backend; milvus: see RETRIEVAL.md)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -75,6 +77,8 @@ def load(args) -> "object":
         cfg.paths.docs = str((cwd / args.docs).resolve())
     if args.index:
         cfg.paths.index = str((cwd / args.index).resolve())
+    if getattr(args, "store", None):
+        cfg.store.backend = args.store
     return cfg
 
 

@@ -5,8 +5,8 @@ the methods build and search call. Everything above the store (fusion, folding, 
 summaries) is the shared code of index/search.py and index/summarize.py.
 
 A build is made as always (index/build.py writes documents, chunks, sentence vectors and the vectors into a
-staging build under paths.index, under the same build lock); `MilvusRoot.publish` then copies it into two new
-collections and switches the alias in one call:
+staging build in paths.index/milvus-staging, under the same build lock); `MilvusRoot.publish` then copies it
+into two new collections and switches the alias in one call:
 
     <prefix>                 the alias: the live build, switched with alter_alias (atomic on the server)
     <prefix>__<build>        chunks: id (= row of the keyword index), doc_id, offsets, location, text, hash,
@@ -16,9 +16,10 @@ collections and switches the alias in one call:
 
 A build killed before the switch leaves the alias on the old collections; its half-written collections are
 dropped by the next publish. After the switch, builds older than the previous one are dropped (the previous
-one is kept for processes that have not yet seen the alias move) and the staging folder is removed. Keyword search (BM25) is the project's own `KeywordIndex`, built in memory from the chunk texts
-when a process opens a build: fusion needs the BM25 score of every chunk in the candidate pool, and answer
-sentences use its analyser (RETRIEVAL.md, "Milvus").
+one is kept for processes that have not yet seen the alias move) and the staging folder is emptied. Keyword
+search (BM25) is the project's own `KeywordIndex`, built in memory from the chunk texts when a process opens a
+build: fusion needs the BM25 score of every chunk in the candidate pool, and answer sentences use its analyser
+(RETRIEVAL.md, "Milvus").
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import json
 import logging
 import re
 import shutil
+import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -46,6 +49,7 @@ BATCH = 1000          # rows per insert
 QUERY_IDS = 2000      # ids per `id in [...]` query
 PAGE = 10000          # ids per page when every row is read
 META = "_meta"
+STAGING = "milvus-staging"  # in paths.index
 
 
 class MilvusUnavailable(StoreUnavailable):
@@ -124,6 +128,16 @@ class MilvusRoot(IndexRoot):
         return f"Milvus {self.cfg.milvus_uri} (collection {self.alias})"
 
     @property
+    def staging(self) -> Path:
+        """Where builds are made before they are published (beside, never inside, a FAISS store's builds/)."""
+        return self.root / STAGING
+
+    def new_build_dir(self) -> Path:
+        self.staging.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=self.staging))
+        return path
+
+    @property
     def client(self):
         return client(self.cfg)
 
@@ -167,10 +181,8 @@ class MilvusRoot(IndexRoot):
                     c.drop_collection(other)
                 except Exception as exc:  # a reader may still hold it; the next publish drops it
                     log.warning("old collection %s not dropped yet: %s", other, exc)
-        builds = self.root / "builds"
-        if builds.is_dir():
-            for old in builds.iterdir():
-                shutil.rmtree(old, ignore_errors=True)
+        for old in self.staging.iterdir():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _chunk_schema(c, dim: int):
@@ -223,7 +235,7 @@ def _upload(c, build_dir: Path, name: str, cfg) -> None:
                          params={"M": vcfg.hnsw_m, "efConstruction": vcfg.ef_construction})
             info.setdefault("vectors", {})["ef_search"] = search_depth(n, vcfg)
         info.update({"index_type": kind, "store": "milvus", "collection": name})
-        c.create_collection(name, schema=_chunk_schema(c, dim), index_params=ip)
+        _create(c, name, _chunk_schema(c, dim), ip)
         rows = []
         for r in con.execute('SELECT id, doc_id, ord, start, "end", page, section, location, text, hash'
                              ' FROM chunks ORDER BY id'):
@@ -239,7 +251,7 @@ def _upload(c, build_dir: Path, name: str, cfg) -> None:
         meta = name + META
         vp = c.prepare_index_params()
         vp.add_index(field_name="v", index_type="FLAT", metric_type="IP")
-        c.create_collection(meta, schema=_meta_schema(c), index_params=vp)
+        _create(c, meta, _meta_schema(c), vp)
         writer = _MetaWriter(c, meta)
         writer.add("info", 0, json.dumps(info))
         for d in con.execute("SELECT * FROM documents ORDER BY id"):
@@ -256,6 +268,14 @@ def _upload(c, build_dir: Path, name: str, cfg) -> None:
         c.flush(meta)
     finally:
         con.close()
+
+
+def _create(c, name: str, schema, index_params) -> None:
+    """A new collection with its index, loaded. The index is made without waiting on it (pymilvus waits with a
+    timestamp call that Milvus Lite does not have; the load that follows waits in any case)."""
+    c.create_collection(name, schema=schema)
+    c.create_index(name, index_params, sync=False)
+    c.load_collection(name)
 
 
 def _insert_chunks(c, name: str, rows, vectors) -> None:

@@ -99,3 +99,15 @@ def test_a_milvus_lite_file_open_in_another_process_is_one_clear_line(library, e
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_faiss_and_milvus_builds_in_one_index_folder_leave_each_other_alone(library, embedder):
+    """Trying Milvus on an index folder that holds a FAISS index (citebot --store milvus index) stages its builds
+    beside the FAISS builds, never sweeping them; the FAISS index still answers."""
+    docs, index = library
+    faiss = KnowledgeBase(make_config(docs, index), embedder=embedder)
+    faiss.build()
+    live = (index / "current").resolve()
+    KnowledgeBase(milvus_config(docs, index), embedder=embedder).build()
+    assert (index / "current").resolve() == live and live.is_dir()
+    assert faiss.ask(QUESTION, 3).passages and not list((index / "milvus-staging").iterdir())

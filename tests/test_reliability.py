@@ -83,8 +83,9 @@ def wait_for(condition, timeout: float = 120.0) -> bool:
 
 
 def builds(index: Path) -> set[str]:
-    path = index / "builds"
-    return {p.name for p in path.iterdir()} if path.exists() else set()
+    """Build folders: published or being made (FAISS), being made before they are published (Milvus)."""
+    return {p.name for folder in (index / "builds", index / "milvus-staging") if folder.exists()
+            for p in folder.iterdir()}
 
 
 _CORPORA: dict[str, tuple[Path, Path, str]] = {}
