@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--docs", metavar="DIR", help="documents folder (overrides paths.docs)")
     parser.add_argument("--index", metavar="DIR", help="index folder (overrides paths.index)")
     parser.add_argument("--store", choices=("faiss", "milvus"),
-                        help="where the index lives (overrides store.backend; milvus: see RETRIEVAL.md)")
+                        help="where the index lives (overrides store.backend; milvus: see PERFORMANCE.md)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 

@@ -19,7 +19,7 @@ dropped by the next publish. After the switch, builds older than the previous on
 one is kept for processes that have not yet seen the alias move) and the staging folder is emptied. Keyword
 search (BM25) is the project's own `KeywordIndex`, built in memory from the chunk texts when a process opens a
 build: fusion needs the BM25 score of every chunk in the candidate pool, and answer sentences use its analyser
-(RETRIEVAL.md, "Milvus").
+(PERFORMANCE.md, "Milvus: past one machine"; RETRIEVAL.md, "Milvus full-text search").
 """
 
 from __future__ import annotations

@@ -40,6 +40,21 @@ def test_bench_tiny_corpus_with_hnsw_forced(embedder, docs_copy, tmp_path):
     assert "build stages (full size, synthetic vectors): loading" in format_result(result)
 
 
+def test_bench_tiny_corpus_in_milvus_lite(embedder, docs_copy, tmp_path):
+    """`citebot --store milvus bench`: the same measurements with the index in Milvus Lite (HNSW forced, so
+    Milvus's own graph search is measured against exact search of its stored vectors)."""
+    from index.bench import BenchOptions, format_result, json_result, run_bench
+    cfg = make_config(docs_copy, tmp_path / "unused", store={"backend": "milvus"}, vectors={"exact_below": 0})
+    opts = BenchOptions(sizes=[300], queries=2, sample=30, pool=150, in_process=True, noop_rebuild=False,
+                        workdir=str(tmp_path / "bench"))
+    [result] = run_bench(cfg, embedder, opts)
+    out = json_result(result)
+    assert out["store"] == "milvus" and out["index_type"] == "milvus-hnsw" and out["index_bytes"] > 0
+    assert 0.9 <= result["recall_at_10"] <= 1.0 and result["faiss_ms"] > 0
+    assert all(0 < p["p50"] <= p["p95"] for p in out["query_ms"].values())
+    assert "store milvus, index milvus-hnsw" in format_result(result)
+
+
 def test_synthetic_corpus_plans_the_asked_size():
     from index.bench import plan_corpus, simulate_chunks
     counts = np.random.default_rng(0).integers(8, 40, size=500)
