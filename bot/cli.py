@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", help="the question, or - to read one question per line from stdin")
     p.add_argument("-k", type=_positive, default=None, help="number of passages (default: retrieval.top_k)")
     p.add_argument("--json", action="store_true", help="print the answer as JSON (one object per line)")
-    p.add_argument("--doc", help="only this document (path relative to the docs folder, or a glob)")
+    p.add_argument("--doc", help="only this document: its path relative to the docs folder, a part of its file "
+                   "name or title (as for `summary`), or a glob")
     p.add_argument("--after", type=_date, help="only documents dated on or after YYYY-MM-DD")
     p.add_argument("--before", type=_date, help="only documents dated on or before YYYY-MM-DD")
     p.add_argument("--mode", choices=("dense", "bm25", "hybrid"),

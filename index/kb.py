@@ -165,6 +165,8 @@ class KnowledgeBase:
         if after and before and after > before:
             raise UserError("'after' is later than 'before'")
         searcher = self.searcher()
+        if doc is not None and not any(ch in doc for ch in "*?["):
+            doc = self._resolve(searcher.docs, doc).doc  # the rule of /summary too; a glob is taken as one
         self._check_model(searcher)
         try:
             answer = searcher.search(text, k, Filters(doc, after, before), mode=mode)
@@ -255,7 +257,8 @@ class KnowledgeBase:
             shown = ", ".join(f"{d.doc} ({d.title[:60]})" for d in matches[:5])
             raise DocumentNotFound(f"'{name}' matches {len(matches)} documents: {shown}; give more of the name",
                                    matches, ambiguous=True)
-        hint = f"; closest: {', '.join(d.doc for d in suggestions)}" if suggestions else ""
+        hint = f"; did you mean: {', '.join(d.doc for d in suggestions)}?" if suggestions else \
+            "; list the documents with /sources or `citebot docs`"
         raise DocumentNotFound(f"no indexed document matches '{name}'{hint}", suggestions)
 
     def suggest_documents(self, text: str, limit: int = 25) -> list[DocInfo]:

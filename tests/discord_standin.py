@@ -602,6 +602,20 @@ class FakeKnowledgeBase:
         self._called("documents")
         return list(self.docs)
 
+    def resolve_document(self, name: str):
+        """The document `name` stands for, by the real matching rule over `docs` (or the answer's documents)."""
+        from types import SimpleNamespace
+        from index.kb import DocumentNotFound
+        from index.summarize import match_documents
+        docs = list(self.docs) or [SimpleNamespace(doc=p.doc, title=p.title, date=p.date)
+                                   for p in getattr(self.answer, "passages", [])]
+        matches, suggestions = match_documents(name, docs)
+        if len(matches) == 1:
+            return matches[0]
+        suggestions = matches or suggestions  # several matches: the real one lists them too
+        hint = f"; did you mean: {', '.join(d.doc for d in suggestions)}?" if suggestions else ""
+        raise DocumentNotFound(f"no indexed document matches '{name}'{hint}", suggestions)
+
     def info(self) -> dict:
         self._called("info")
         if isinstance(self._info, Exception):

@@ -165,13 +165,35 @@ async def test_ask_cooldown_is_per_user():
 
 
 async def test_ask_user_error_becomes_one_ephemeral_line_not_a_public_one():
-    kb = FakeKnowledgeBase(answer=UserError("no indexed document matches 'nope'"))
-    cog = AskCog(make_bot(kb))
+    kb = FakeKnowledgeBase(answer=UserError("no indexed document is dated in that range"))
+    cog = AskCog(make_bot(kb, cooldown_seconds=60.0))
     it = interaction(cog.bot)
-    await AskCog.ask.callback(cog, it, question="anything?", document="nope")
+    await AskCog.ask.callback(cog, it, question="anything?", after=dt.date(1990, 1, 1))
     it.delete_original_response.assert_awaited_once()  # the public "thinking…" placeholder goes
-    assert sent_text(it.followup.send) == "⚠️ no indexed document matches 'nope'"
+    assert sent_text(it.followup.send) == "⚠️ no indexed document is dated in that range"
     assert it.followup.send.await_args.kwargs["ephemeral"] is True
+    assert cog.cooldowns.take(MEMBER_ID) == 0.0  # nothing was answered: the turn was given back
+
+
+async def test_ask_refuses_an_unknown_document_or_an_empty_question_at_once_and_keeps_the_cooldown():
+    docs = [SimpleNamespace(doc="annual-report-2019.txt", title="Annual report 2019", date=None),
+            SimpleNamespace(doc="annual-report-2021.txt", title="Annual report 2021", date=None)]
+    kb = FakeKnowledgeBase(answer=answer(), docs=docs)
+    cog = AskCog(make_bot(kb, cooldown_seconds=60.0))
+    texts = []
+    for options in ({"document": "budget minutes"}, {"document": "annual report"}, {"question": " ?! "}):
+        it = interaction(cog.bot)
+        await AskCog.ask.callback(cog, it, **{"question": "How many crimes?", **options})
+        assert not it.response.defer.await_count and not kb.calls  # no public "thinking…", no work
+        assert it.response.send_message.await_args.kwargs["ephemeral"] is True
+        texts.append(sent_text(it.response.send_message))
+    assert texts[0] == "⚠️ no indexed document matches 'budget minutes'"
+    assert texts[1].startswith("⚠️ ") and "annual-report-2019.txt" in texts[1] and "annual-report-2021.txt" in texts[1]
+    assert texts[2].startswith("⚠️ please ask a question in words")
+    it = interaction(cog.bot)
+    await AskCog.ask.callback(cog, it, question="How many crimes?", document="annual report 2021")
+    it.response.defer.assert_awaited_once()  # the refusals cost no turn
+    assert kb.calls[-1][3] == "annual-report-2021.txt"
 
 
 async def test_a_bug_is_logged_with_its_traceback_and_shown_as_one_line(caplog):

@@ -99,10 +99,11 @@ async def test_slash_ask_is_deferred_then_followed_up_with_an_embed_citing_the_d
         follow_up = await standin.wait_for("POST", one_doc.webhook_path)
         assert all(f"`{PEEL}`" in f["value"] for f in follow_up.json["embeds"][0]["fields"])
 
-        no_match = await standin.slash("ask", {"question": QUESTION, "document": "nothing-like-this.txt"}, user=BOT)
-        await standin.wait_for("DELETE", f"{no_match.webhook_path}/messages/@original")
-        error = await standin.wait_for("POST", no_match.webhook_path)
-        assert error.json["flags"] == 64 and error.json["content"].startswith("⚠️ no indexed document matches")
+        no_match = await standin.slash("ask", {"question": QUESTION, "document": "annual report 2020"}, user=BOT)
+        error = (await standin.wait_for("POST", no_match.callback_path)).json  # at once, privately, no "thinking…"
+        assert error["type"] == 4 and error["data"]["flags"] == 64
+        assert error["data"]["content"].startswith("⚠️ no indexed document matches 'annual report 2020'; did you mean")
+        assert not standin.find("POST", no_match.webhook_path)
 
         typing = await standin.autocomplete("ask", {"question": "x", "document": "peel"}, focused="document")
         choices = (await standin.wait_for("POST", typing.callback_path)).json

@@ -15,8 +15,8 @@ import pytest
 from index.chunking import split_sentences
 from index.documents import Block, Document
 from index.kb import DocumentNotFound, KnowledgeBase, UserError
-from index.summarize import (SummaryConfig, fact_weight, match_documents, mmr, select_summary,
-                             suggest_documents, summarize_document, trailer_start)
+from index.summarize import (MATCH_THRESHOLD, SummaryConfig, fact_weight, match_documents, mmr, name_score,
+                             select_summary, suggest_documents, summarize_document, trailer_start)
 
 EFFECTIVENESS = "2017-03-02_hmic-effectiveness-requires-improvement.txt"
 NEWS = "2017-09-07_news-failing-to-record-one-in-four-crimes.txt"
@@ -170,7 +170,7 @@ def test_document_names_ambiguous_unknown_and_outside(kb):
     assert NEWS in str(info.value) and ROUNDUP in str(info.value)
     with pytest.raises(DocumentNotFound) as info:
         kb.resolve_document("parking wardens")
-    assert not info.value.ambiguous and len(info.value.suggestions) == 3 and "closest" in str(info.value)
+    assert not info.value.ambiguous and 1 <= len(info.value.suggestions) <= 5 and "did you mean" in str(info.value)
     for outside in ("../config.toml", "/etc/passwd", "docs/../../x.txt", "~/secret.txt"):
         with pytest.raises(UserError, match="outside the docs folder"):
             kb.summary(outside)
@@ -184,7 +184,34 @@ def test_autocomplete_suggestions(kb):
     assert len(suggest_documents("", docs, limit=25)) == len(docs)
     assert len(kb.suggest_documents("police", limit=100)) <= 25
     matches, suggestions = match_documents("zzzz", docs)
-    assert matches == [] and len(suggestions) == 3
+    assert matches == [] and suggestions == []  # nothing is close enough to suggest
+
+
+@pytest.mark.parametrize("name", ["annual report 2020", "no such report xyz", "annual report", "police 2020 audit"])
+def test_a_name_matching_nothing_well_is_refused_with_up_to_five_choices(kb, name):
+    """These once matched an unrelated report through one shared word ("report") and were summarised."""
+    matches, suggestions = match_documents(name, kb.documents())
+    assert matches == [] and 1 <= len(suggestions) <= 5
+    with pytest.raises(DocumentNotFound, match="did you mean"):
+        kb.summary(name)
+    with pytest.raises(DocumentNotFound, match="did you mean"):
+        kb.ask("what was the rating?", doc=name)
+
+
+def test_the_match_threshold_takes_typos_and_nothing_weaker(kb):
+    docs = {d.doc: d for d in kb.documents()}
+    effectiveness = docs[EFFECTIVENESS]
+    assert name_score("efectivenes", effectiveness) >= MATCH_THRESHOLD  # one letter short twice
+    assert name_score("effectivness", effectiveness) >= MATCH_THRESHOLD
+    assert name_score("annual report", effectiveness) < MATCH_THRESHOLD  # only "report" is there
+    assert name_score("effectiveness 2020", effectiveness) < MATCH_THRESHOLD  # a word that is not there
+    assert match_documents("crime data integrty", list(docs.values()))[0] == [docs[REINSPECTION]]
+
+
+def test_ask_with_a_document_uses_the_same_names_as_summary(kb):
+    answer = kb.ask("How was the force rated?", doc="rated adequate")
+    assert answer.passages and {p.doc for p in answer.passages} == {PEEL}
+    assert {p.doc for p in kb.ask("How was the force rated?", doc="2017-*").passages} <= {EFFECTIVENESS, NEWS, ROUNDUP}
 
 
 # ---------------------------------------------------------------- cached with the index

@@ -82,16 +82,30 @@ class AskCog(commands.Cog, name="Ask"):
                   after: Optional[app_commands.Transform[dt.date, AfterDate]] = None,
                   before: Optional[app_commands.Transform[dt.date, BeforeDate]] = None,
                   private: bool = False) -> None:
-        """Defer at once, ask off the loop, then answer with a follow-up embed and buttons."""
+        """Refuse what is wrong before any work privately and at once (the member keeps their turn); else defer,
+        ask off the loop, then answer with a follow-up embed and buttons."""
+        from index.kb import UserError, clean_question
+        try:
+            clean_question(question, limit=max(1, len(question)))  # empty, or no words (length: see refusal)
+        except UserError as exc:
+            await send_error(interaction, f"⚠️ {exc}")
+            return
         refusal = self.refusal(interaction.user.id, question)
         if refusal:
             await interaction.response.send_message(refusal, ephemeral=True, allowed_mentions=NO_MENTIONS)
             return
+        if document is not None:
+            try:  # quick (names only) and on its own thread, so a busy worker pool cannot delay the refusal
+                document = (await asyncio.to_thread(self.kb.resolve_document, document)).doc
+            except UserError as exc:
+                self.cooldowns.reset(interaction.user.id)
+                await send_error(interaction, f"⚠️ {exc}")
+                return
         await interaction.response.defer(thinking=True, ephemeral=private)
-        from index.kb import UserError
         try:
             answer = await self.answer(question, doc=document, after=after, before=before)
         except UserError as exc:
+            self.cooldowns.reset(interaction.user.id)  # e.g. no document dated in that range: nothing was answered
             await send_error(interaction, f"⚠️ {exc}")
             return
         embed, view = self.reply(answer)

@@ -6,6 +6,7 @@ The render functions are pure (Summary / TopicSummary / Timeline -> Embed) and r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Optional, Sequence
 
@@ -132,7 +133,13 @@ class SummaryCog(commands.Cog, name="Summary"):
         return self.bot.kb
 
     def refusal(self, user_id: int, topic: str | None) -> str | None:
-        """Why a request is refused before any work (see limits.refusal), or None."""
+        """Why a request is refused before any work (a topic without words, see also limits.refusal), or None."""
+        if topic is not None:
+            from index.kb import UserError, clean_question
+            try:
+                clean_question(topic, limit=max(1, len(topic)))
+            except UserError as exc:
+                return f"⚠️ {exc}"
         return refusal(self.kb, self.cooldowns, user_id, topic, self.cfg.bot.max_question_chars)
 
     async def _respond(self, interaction: discord.Interaction, private: bool, work) -> None:
@@ -169,8 +176,15 @@ class SummaryCog(commands.Cog, name="Summary"):
             return
         if topic:
             await self._respond(interaction, private, lambda: topic_embed(self.kb.topic_summary(topic)))
-        else:
-            await self._respond(interaction, private, lambda: summary_embed(self.kb.summary(report, sentences=length)))
+            return
+        from index.kb import UserError
+        try:  # an unknown or ambiguous name is refused privately at once, with "did you mean" choices
+            doc = (await asyncio.to_thread(self.kb.resolve_document, report)).doc
+        except UserError as exc:
+            self.cooldowns.reset(interaction.user.id)
+            await send_error(interaction, f"⚠️ {exc}")
+            return
+        await self._respond(interaction, private, lambda: summary_embed(self.kb.summary(doc, sentences=length)))
 
     @summary.autocomplete("report")
     async def report_autocomplete(self, interaction: discord.Interaction,
