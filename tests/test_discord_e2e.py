@@ -6,6 +6,7 @@ import asyncio
 import copy
 import datetime as dt
 import logging
+import re
 from typing import Any
 
 import pytest
@@ -126,6 +127,24 @@ async def test_a_mention_is_answered_in_a_new_thread_and_a_follow_up_there_uses_
         assert follow_up.json["embeds"][0]["title"] == f"{QUESTION} what about 2018?"
         assert spy.asked[-1][0] == f"{QUESTION} what about 2018?"
         assert not standin.find("POST", f"/channels/{thread_id}/messages/{message['id']}/threads", start=start)
+
+
+async def test_a_follow_up_without_a_mention_gets_one_hint_in_the_thread(standin, spy):
+    async with standin.running(client(spy)):
+        message = await standin.post(f"<@{BOT_ID}> {QUESTION}", mentions=[BOT])
+        thread = await standin.wait_for("POST", f"/channels/{GENERAL_ID}/messages/{message['id']}/threads")
+        thread_id = thread.response["id"]
+        await standin.wait_for("POST", f"/channels/{thread_id}/messages")
+        start = len(standin.calls)
+        await standin.post("what about 2018?", channel_id=int(thread_id), author=LIBRARIAN)  # no mention
+        hint = await standin.wait_for("POST", f"/channels/{thread_id}/messages", start=start)
+        assert hint.json["content"].startswith("💡 ") and "@citebot what about 2018?" in hint.json["content"]
+        assert hint.json["allowed_mentions"] == NONE_MENTIONS
+        await standin.post("and 2019?", channel_id=int(thread_id), author=MEMBER)
+        await standin.post("hello?", channel_id=GENERAL_ID, author=MEMBER)  # not a bot thread: nothing
+        await asyncio.sleep(0.3)
+        assert len(standin.find("POST", re.compile(r"/channels/\d+/messages"), start=start)) == 1  # once
+        assert len(spy.asked) == 1
 
 
 async def test_an_ask_channel_answers_every_message_and_ignores_bots(standin, spy):

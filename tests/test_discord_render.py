@@ -225,3 +225,36 @@ def test_progress_and_reindex_texts():
     assert text.startswith("✅ Index updated in 3.2 s: 1 added, 0 changed, 400 removed; 12 passages embedded")
     assert "Added (1): `a.txt`" in text and "and 390 more" in text and "⚠️ 1 skipped: bad.pdf" in text
     assert len(text) <= CONTENT
+
+
+# ------------------------------------------------------------------ quotation marks and the duplicates footer
+QUOTED_SENTENCE = "“The force was rated adequate,” the inspector said."
+ALL_QUOTED = "\"We are proud of our officers.\""
+
+
+@pytest.mark.parametrize("sentence", [QUOTED_SENTENCE, ALL_QUOTED, "He called it “a credit to leadership”"])
+def test_a_sentence_with_its_own_quotation_marks_is_not_quoted_twice(sentence):
+    from bot.console import format_answer
+    from bot.discord.cogs.summary import timeline_embed
+    from index.summarize import Timeline, TimelineEntry
+    a = answer([passage(1, text=sentence, spans=[(0, len(sentence))])])
+    description = render.answer_embed(a).description
+    assert description == f"> {sentence} [1]"
+    assert sentence in format_answer(a) and not re.search(r"[“”\"]{2}", format_answer(a).replace(sentence, ""))
+    entry = TimelineEntry(dt.date(2018, 1, 1), "a.txt", "A", None, sentence, "line 1", 0, len(sentence), 1.0, [])
+    field = timeline_embed(Timeline("topic", [entry])).fields[0].value
+    assert field.startswith(f"{sentence} [1]") and not re.search(r"[“”\"]{2}", field)
+    from bot.cli_summary import format_timeline
+    terminal = " ".join(format_timeline(Timeline("topic", [entry])).split())
+    assert f"[1] {sentence}" in terminal and not re.search(r"[“”\"]{2}", terminal)
+    plain = answer([passage(1)])  # a sentence without marks of its own still gets “…”
+    assert render.answer_embed(plain).description.startswith("> “The force recorded")
+
+
+def test_the_duplicates_footer_never_lists_a_file_already_cited():
+    first = passage(1, doc="press-release.txt", duplicates=["news-copy.txt"])
+    second = passage(2, doc="news-copy.txt", duplicates=["press-release.txt", "third-copy.txt"])
+    footer = render.answer_embed(answer([first, second])).footer.text
+    assert footer == "123 ms · near-duplicates folded in: third-copy.txt"
+    alone = passage(1, doc="a.txt", duplicates=["a.txt"])
+    assert render.answer_embed(answer([alone])).footer.text == "123 ms"

@@ -11,6 +11,7 @@ import discord
 
 from bot.discord.text import (CONTENT, DESCRIPTION, FIELD_VALUE, FOOTER, TITLE, escape, fit_embed,
                               markdown_excerpt, one_line, trim)
+from bot.quotes import marks_for
 from index.answer import Answer, Passage, excerpt
 
 CONFIDENT_COLOUR = discord.Colour(0x2E7D32)
@@ -61,16 +62,19 @@ def source_field(n: int, p: Passage, possibly_related: bool = False, limit: int 
 def quote_block(text: str, n: int, limit: int) -> str:
     """`text` as a Markdown quote ending with its citation marker [n], within `limit` characters."""
     marker = f" [{n}]"
+    opening, closing = marks_for(one_line(text))
     body = trim(escape(one_line(text)), limit - len(marker) - 4)
-    return f"> “{body}”{marker}"
+    return f"> {opening}{body}{closing}{marker}"
 
 
 def duplicates_note(passages: Sequence[Passage]) -> str:
-    """'also in: a.txt, b.txt' for the near-duplicate documents folded into `passages`, or ''."""
+    """'near-duplicates folded in: a.txt, b.txt' for the near-duplicate documents folded into `passages`, or '';
+    a document cited among `passages` itself (such as [1]) is not listed again."""
+    cited = {p.doc for p in passages}
     seen: list[str] = []
     for p in passages:
         for d in p.duplicates:
-            if d not in seen:
+            if d not in seen and d not in cited:
                 seen.append(d)
     return trim(f"near-duplicates folded in: {', '.join(seen)}", 300) if seen else ""
 

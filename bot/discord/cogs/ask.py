@@ -24,6 +24,8 @@ from index.answer import Answer
 
 log = logging.getLogger("citebot.discord")
 EMPTY_MENTION = "Ask me a question after the mention, for example: “when was the force last inspected?”"
+FOLLOW_UP_HINT = ("💡 I only see the messages that mention me here. To ask a follow-up, mention me: "
+                  "“@{name} what about 2018?”")
 
 
 class AskCog(commands.Cog, name="Ask"):
@@ -36,6 +38,7 @@ class AskCog(commands.Cog, name="Ask"):
         self.k = min(50, self.per_page * 2)  # one extra page for "More sources"
         self.cooldowns = Cooldowns(bot.cfg.bot.cooldown_seconds)
         self.threads = ThreadMemory()
+        self.hinted = ThreadMemory()  # threads where the follow-up hint was given (once each)
         self.live_views: deque[weakref.ref[AnswerView]] = deque()  # oldest first; discord.py holds the views
 
     @property
@@ -124,6 +127,11 @@ class AskCog(commands.Cog, name="Ask"):
         return document_choices(docs, current)
 
     # ------------------------------------------------------------ chat
+    def _sees_all_messages(self) -> bool:
+        """True when the bot has the Message Content intent (it reads messages that do not mention it)."""
+        intents = getattr(self.bot, "intents", None)
+        return bool(intents is not None and intents.message_content)
+
     def _question_of(self, message: discord.Message) -> tuple[str, str | None] | None:
         """(the text asked, the thread's earlier question or None) for a message the bot should answer, else None."""
         me = self.bot.user
@@ -151,6 +159,12 @@ class AskCog(commands.Cog, name="Ask"):
         if not text:
             if any(u.id == self.bot.user.id for u in message.mentions):
                 await message.reply(EMPTY_MENTION, mention_author=False, allowed_mentions=NO_MENTIONS)
+            elif earlier is not None and not self._sees_all_messages() and message.channel.id not in self.hinted:
+                # without the Message Content intent Discord sends no text for a message that does not mention
+                # the bot: say once in this thread how to ask a follow-up, rather than ignore it silently
+                self.hinted.remember(message.channel.id, "")
+                await message.channel.send(FOLLOW_UP_HINT.format(name=self.bot.user.name),
+                                           allowed_mentions=NO_MENTIONS)
             return
         refusal = self.refusal(message.author.id, text)
         if refusal:

@@ -19,6 +19,7 @@ from bot.discord.limits import Cooldowns, refusal
 from bot.discord.render import INFO_COLOUR, citation_meta, date_text, source_link
 from bot.discord.text import (AUTOCOMPLETE, CHOICE, DESCRIPTION, FIELD_VALUE, FIELDS, FOOTER, TITLE, escape,
                               fit_embed, one_line, trim)
+from bot.quotes import marks_for
 
 log = logging.getLogger("citebot.discord")
 MAX_LENGTH = 15          # sentences in a /summary of one report
@@ -29,7 +30,8 @@ NO_TOPIC = "No document speaks to this topic."
 def quoted(text: str, n: int, limit: int) -> str:
     """'“sentence” [n]' with Markdown made literal, within `limit` characters."""
     marker = f" [{n}]"
-    return f"“{trim(escape(one_line(text)), max(20, limit - len(marker) - 2))}”{marker}"
+    opening, closing = marks_for(one_line(text))
+    return f"{opening}{trim(escape(one_line(text)), max(20, limit - len(marker) - 2))}{closing}{marker}"
 
 
 def _numbered_lines(items: Sequence[tuple[int, str]], budget: int) -> str:
