@@ -97,6 +97,7 @@ class BotConfig:
     view_timeout_seconds: float = 600.0
     workers: int = 1
     max_live_views: int = 1000
+    allow_dms: bool = False             # slash commands in direct messages (off: servers only)
 
 
 @dataclass

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import logging
+import os
+import secrets
 import threading
 import unicodedata
+from pathlib import Path
 from typing import Sequence
 
 from index.answer import Answer
@@ -52,9 +56,33 @@ def clean_question(question: str, limit: int = MAX_QUESTION_CHARS) -> str:
     return text
 
 
-def user_hash(user_id: int | str, salt: str = "citebot") -> str:
-    """A stable, non-reversible stand-in for a user id, for feedback records."""
-    return hashlib.sha256(f"{salt}:{user_id}".encode()).hexdigest()[:32]
+VOTER_KEY_FILE = "voter.key"
+
+
+def voter_key(index_dir: Path) -> bytes:
+    """This install's secret for voter ids: 32 random bytes in `index_dir`/voter.key (mode 0600), made on first
+    use. Without it a voter id cannot be linked back to a member, even by someone holding the member list."""
+    path = Path(index_dir) / VOTER_KEY_FILE
+    try:
+        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        raise UserError(f"{path} is damaged (expected 64 hex digits); delete it and a new one is made") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # made by another process meanwhile
+        return voter_key(index_dir)
+    secret = secrets.token_bytes(32)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(secret.hex() + "\n")
+    return secret
+
+
+def user_hash(user_id: int | str, key: bytes) -> str:
+    """A stable stand-in for a user id in feedback records: HMAC-SHA256 of the id under the install's secret."""
+    return hmac.new(key, str(user_id).encode(), hashlib.sha256).hexdigest()
 
 
 class KnowledgeBase:
@@ -73,6 +101,7 @@ class KnowledgeBase:
         self.warm_error: str | None = None
         self.summary_cache = SummaryCache(cfg.index_dir)
         self._sentence_vectors = None  # index.summarize.SentenceVectors, made on first use
+        self._voter_key: bytes | None = None
 
     # ------------------------------------------------------------ state
     @property
@@ -202,7 +231,15 @@ class KnowledgeBase:
             hi = nl if nl >= 0 else hi
         return text[lo:hi].strip(), f"{r['doc']}, {r['location']}"
 
+    def voter_id(self, user_id: int | str) -> str:
+        """The id a member's votes are stored under (see `user_hash`; the secret is read once)."""
+        with self._lock:
+            if self._voter_key is None:
+                self._voter_key = voter_key(self.cfg.index_dir)
+        return user_hash(user_id, self._voter_key)
+
     def record_feedback(self, question: str, chunk_ids: Sequence[int], user_hash: str, vote: int) -> None:
+        """Store a vote; a member's later vote on the same answer replaces their earlier one."""
         if vote not in (1, -1):
             raise UserError("a vote is +1 or -1")
         rows = self.searcher().snap.chunks(list(chunk_ids))

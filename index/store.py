@@ -350,10 +350,14 @@ class FeedbackStore:
             con.execute("CREATE TABLE IF NOT EXISTS feedback (id INTEGER PRIMARY KEY, at TEXT NOT NULL,"
                         " question TEXT NOT NULL, chunk_ids TEXT NOT NULL, passages TEXT NOT NULL,"
                         " user_hash TEXT NOT NULL, vote INTEGER NOT NULL)")
+            ids = json.dumps(list(map(int, chunk_ids)))
+            # one vote per member and answer: 👍 then 👎 keeps only the 👎
+            con.execute("DELETE FROM feedback WHERE question = ? AND chunk_ids = ? AND user_hash = ?",
+                        (question, ids, user_hash))
             con.execute("INSERT INTO feedback (at, question, chunk_ids, passages, user_hash, vote)"
                         " VALUES (?, ?, ?, ?, ?, ?)",
                         (dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), question,
-                         json.dumps(list(map(int, chunk_ids))), json.dumps(list(passages)), user_hash, int(vote)))
+                         ids, json.dumps(list(passages)), user_hash, int(vote)))
 
     def all(self) -> list[dict]:
         if not self.path.exists():

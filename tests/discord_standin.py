@@ -44,6 +44,7 @@ BOT_ID = APP_ID
 GUILD_ID = 1100000000000000010
 GENERAL_ID = 1100000000000000020   # a text channel
 ASK_ID = 1100000000000000021       # a text channel to configure as an ask-channel
+DM_ID = 1100000000000000022        # a member's direct-message channel with the bot
 EVERYONE_ROLE = GUILD_ID
 LIBRARIAN_ROLE = 1100000000000000030
 ADMIN_ID = 1100000000000000100     # has Manage Server
@@ -352,6 +353,16 @@ class DiscordStandIn:
     def _interaction(self, kind: int, data: dict, user: User, channel_id: int, **extra: Any) -> Interaction:
         iid, token = self.snowflake(), "itoken-" + secrets.token_urlsafe(24)
         self._where[token] = channel_id
+        if channel_id == DM_ID:  # a direct message: no guild and no member, the user instead
+            data.pop("guild_id", None)
+            payload = {"id": str(iid), "application_id": str(APP_ID), "type": kind, "token": token, "version": 1,
+                       "attachment_size_limit": 26214400, "user": user.payload(),
+                       "channel": {"id": str(DM_ID), "type": 1, "last_message_id": None,
+                                   "recipients": [user.payload()], "flags": 0},
+                       "channel_id": str(DM_ID), "app_permissions": str(MEMBER_PERMISSIONS.value), "locale": "en-US",
+                       "entitlements": [], "authorizing_integration_owners": {"0": str(GUILD_ID)}, "context": 1,
+                       "data": data, **extra}
+            return Interaction(iid, token, payload)
         channel = dict(self.channels[channel_id])
         channel["permissions"] = str(user.permissions.value)
         payload = {"id": str(iid), "application_id": str(APP_ID), "type": kind, "token": token, "version": 1,
@@ -629,6 +640,11 @@ class FakeKnowledgeBase:
                 return f"Text before.\n{p.text}\nText after.", f"{p.doc}, {p.location}"
         from index.kb import UserError
         raise UserError("that passage is no longer in the index; ask again")
+
+    def voter_id(self, user_id: int) -> str:
+        import hashlib
+        import hmac
+        return hmac.new(b"stand-in secret", str(user_id).encode(), hashlib.sha256).hexdigest()
 
     def record_feedback(self, question: str, chunk_ids: list[int], user_hash: str, vote: int) -> None:
         self._called("feedback")

@@ -43,8 +43,30 @@ def intents_for(cfg: Any) -> discord.Intents:
     return intents
 
 
+SERVERS_ONLY = "⚠️ I only answer in servers (direct messages are turned off by the bot's owner: bot.allow_dms)."
+
+
+def restrict_to_servers(tree: app_commands.CommandTree) -> None:
+    """Register every command of `tree` for servers only (no DMs, no group DMs) when bot.allow_dms is off."""
+    tree.allowed_contexts = app_commands.AppCommandContext(guild=True, dm_channel=False, private_channel=False)
+    for command in tree.get_commands():
+        if isinstance(command, (app_commands.Command, app_commands.Group)):
+            command.guild_only = True  # dm_permission: false, for clients that predate contexts
+
+
 class CitebotTree(app_commands.CommandTree):
     """The command tree: every command error becomes one ephemeral line (and a logged traceback if it is a bug)."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Outside a server, with bot.allow_dms off: refuse (a command still registered with DMs allowed, or a
+        client that ignores contexts); an autocomplete there gets no choices."""
+        if interaction.guild_id is not None or self.client.cfg.bot.allow_dms:
+            return True
+        if interaction.type is discord.InteractionType.application_command and not interaction.response.is_done():
+            await interaction.response.send_message(SERVERS_ONLY, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        elif interaction.type is discord.InteractionType.autocomplete and not interaction.response.is_done():
+            await interaction.response.autocomplete([])
+        return False
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """Report a command's error to its user (and a bug to the log)."""
@@ -85,6 +107,8 @@ class _Citebot:
         for name in OPTIONAL_EXTENSIONS:
             if importlib.util.find_spec(name) is not None:
                 await self.load_extension(name)
+        if not self.cfg.bot.allow_dms:
+            restrict_to_servers(self.tree)
         if self.cfg.bot.sync_on_start:
             synced = await self.tree.sync()
             log.info("synced %d slash commands globally (bot.sync_on_start)", len(synced))

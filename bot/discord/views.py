@@ -104,10 +104,9 @@ class AnswerView(ExpiringView):
 
     async def _vote(self, interaction: discord.Interaction, vote: int) -> None:
         """Store the vote with the question, the shown passages' ids and a hash of the user id."""
-        from index.kb import user_hash
         await interaction.response.defer(ephemeral=True, thinking=True)
         ids = [p.chunk_id for _, p in self.shown]
-        voter = user_hash(interaction.user.id)
+        voter = await self.offload(self.kb.voter_id, interaction.user.id)  # an HMAC, never the id itself
         await self.offload(self.kb.record_feedback, self.answer.question, ids, voter, vote)
         await interaction.followup.send(THANKS[vote], ephemeral=True, allowed_mentions=NO_MENTIONS)
 
