@@ -98,6 +98,7 @@ class BotConfig:
     workers: int = 1
     max_live_views: int = 1000
     allow_dms: bool = False             # slash commands in direct messages (off: servers only)
+    answers_kept: int = 2000            # answers whose buttons still work (after a restart too)
 
 
 @dataclass
@@ -131,7 +132,8 @@ _POSITIVE = {("chunking", "max_tokens"), ("embedding", "batch_size"), ("retrieva
              ("vectors", "hnsw_m"), ("vectors", "ef_construction"),
              ("summary", "sentences"), ("summary", "min_words"), ("summary", "topic_per_doc"),
              ("summary", "topic_docs"), ("summary", "timeline_per_doc"), ("summary", "timeline_entries"),
-             ("summary", "candidates"), ("bot", "workers"), ("bot", "max_live_views")}
+             ("summary", "candidates"), ("bot", "workers"), ("bot", "max_live_views"),
+             ("bot", "answers_kept")}
 _UNIT = {("retrieval", "dense_weight"), ("retrieval", "duplicate_threshold"),
          ("retrieval", "sentence_lexical_weight"), ("summary", "diversity"), ("summary", "fact_gate"),
          ("summary", "relative"), ("summary", "margin")}

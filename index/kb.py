@@ -18,8 +18,8 @@ from index.build import BuildError, BuildReport, Progress, build_index, open_sna
 from index.config import Config
 from index.embedding import Embedder, EmbeddingError
 from index.search import MODES, Filters, NoMatchingDocuments, Searcher
-from index.store import (BuildInProgress as _StoreBuildInProgress, DocInfo, FeedbackStore, IndexMismatch,
-                         IndexMissing, IndexRoot, SummaryCache)
+from index.store import (AnswerStore, BuildInProgress as _StoreBuildInProgress, DocInfo, FeedbackStore,
+                         IndexMismatch, IndexMissing, IndexRoot, SummaryCache)
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ class KnowledgeBase:
         self.summary_cache = SummaryCache(cfg.index_dir)
         self._sentence_vectors = None  # index.summarize.SentenceVectors, made on first use
         self._voter_key: bytes | None = None
+        self.answers = AnswerStore(cfg.index_dir, cfg.bot.answers_kept)
 
     # ------------------------------------------------------------ state
     @property
@@ -230,6 +231,27 @@ class KnowledgeBase:
             nl = text.rfind("\n", r["end"], hi)
             hi = nl if nl >= 0 else hi
         return text[lo:hi].strip(), f"{r['doc']}, {r['location']}"
+
+    def confidence_threshold(self) -> float:
+        """The score the best answer sentence must reach for a confident answer, as the live searcher applies
+        it (an index may carry a calibrated one), else retrieval.min_score."""
+        try:
+            searcher = self.searcher()
+        except UserError:
+            return float(self.cfg.retrieval.min_score)
+        for owner in (searcher, getattr(searcher, "cfg", None)):
+            value = getattr(owner, "min_score", None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        return float(self.cfg.retrieval.min_score)
+
+    def save_answer(self, key: str, answer: Answer) -> None:
+        """Keep an answer shown with buttons under `key` (see AnswerStore), for presses after a restart."""
+        self.answers.put(key, answer)
+
+    def load_answer(self, key: str) -> Answer | None:
+        """The answer kept under `key`, or None when it has expired."""
+        return self.answers.get(key)
 
     def voter_id(self, user_id: int | str) -> str:
         """The id a member's votes are stored under (see `user_hash`; the secret is read once)."""

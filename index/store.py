@@ -426,3 +426,68 @@ class SummaryCache:
                 con.executemany("DELETE FROM summaries WHERE content_hash = ? AND model = ? AND params = ?",
                                 [(e["content_hash"], e["model"], e["params"]) for e in gone])
         return gone
+
+
+class AnswerStore:
+    """Answers shown with buttons (Discord), kept by key in answers.sqlite under the index root so that their
+    buttons keep working after a restart; only the newest `keep` answers are kept (zlib-compressed JSON,
+    ~4 KB each)."""
+
+    def __init__(self, root: Path, keep: int = 2000):
+        self.path = Path(root) / "answers.sqlite"
+        self.keep = max(1, int(keep))
+        self._lock = threading.Lock()
+        self._con: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._con is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")  # a lost answer costs its buttons, nothing else
+            con.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, at TEXT NOT NULL,"
+                        " data BLOB NOT NULL)")
+            self._con = con
+        return self._con
+
+    def put(self, key: str, answer) -> None:
+        """Keep `answer` (an index.answer.Answer) under `key`; drop the oldest beyond `keep`."""
+        import dataclasses
+        import zlib
+
+        def plain(value):
+            return value.isoformat() if isinstance(value, dt.date) else str(value)
+        data = zlib.compress(json.dumps(dataclasses.asdict(answer), default=plain).encode(), 6)
+        with self._lock:
+            con = self._connect()
+            with con:
+                con.execute("INSERT OR REPLACE INTO answers (key, at, data) VALUES (?, ?, ?)",
+                            (key, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), data))
+                con.execute("DELETE FROM answers WHERE rowid <= (SELECT MAX(rowid) FROM answers) - ?", (self.keep,))
+
+    def get(self, key: str):
+        """The answer kept under `key`, or None (never kept, or dropped as one of the oldest)."""
+        import zlib
+        from index.answer import Answer, Passage
+        if not self.path.exists():
+            return None
+        with self._lock:
+            row = self._connect().execute("SELECT data FROM answers WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            raw = json.loads(zlib.decompress(row[0]))
+            passages = []
+            for p in raw.pop("passages"):
+                p["date"] = dt.date.fromisoformat(p["date"]) if p.get("date") else None
+                p["answer_spans"] = [tuple(s) for s in p.get("answer_spans", [])]
+                passages.append(Passage(**p))
+            return Answer(passages=passages, **raw)
+        except (ValueError, TypeError, KeyError, zlib.error):  # written by another version: as if expired
+            return None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None

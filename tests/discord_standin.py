@@ -581,6 +581,11 @@ class DiscordStandIn:
 
 
 # ---------------------------------------------------------------- a fake knowledge base
+def copy_of(value: Any) -> Any:
+    import copy
+    return copy.deepcopy(value)
+
+
 class FakeKnowledgeBase:
     """The shape of index.kb.KnowledgeBase with canned answers, recording every call."""
 
@@ -640,6 +645,17 @@ class FakeKnowledgeBase:
                 return f"Text before.\n{p.text}\nText after.", f"{p.doc}, {p.location}"
         from index.kb import UserError
         raise UserError("that passage is no longer in the index; ask again")
+
+    def confidence_threshold(self) -> float:
+        return 0.29
+
+    def save_answer(self, key: str, answer: Any) -> None:
+        import copy
+        self.saved = getattr(self, "saved", {})
+        self.saved[key] = copy.deepcopy(answer)
+
+    def load_answer(self, key: str) -> Any:
+        return copy_of(getattr(self, "saved", {}).get(key))
 
     def voter_id(self, user_id: int) -> str:
         import hashlib

@@ -85,7 +85,7 @@ async def test_slash_ask_is_deferred_then_followed_up_with_an_embed_citing_the_d
         assert embed["fields"][0]["name"].startswith("[1] ") and cites(follow_up, PEEL)
         assert "**" in embed["fields"][0]["value"] and embed["footer"]["text"].endswith("ms")
         assert follow_up.json["allowed_mentions"] == NONE_MENTIONS
-        assert set(follow_up.custom_ids()) == {"More sources", "Show context", "👍", "👎"}
+        assert set(follow_up.custom_ids()) == {"More sources", "Show context", "Why?", "👍", "👎"}
         assert spy.asked == [(QUESTION, 10, {"doc": None, "after": None, "before": None})]
 
         private = await standin.slash("ask", {"question": QUESTION, "after": "2017-09", "before": "2017-09",
@@ -119,7 +119,7 @@ async def test_a_mention_is_answered_in_a_new_thread_and_a_follow_up_there_uses_
         thread_id = thread.response["id"]
         answer = await standin.wait_for("POST", f"/channels/{thread_id}/messages")
         assert cites(answer, PEEL) and answer.json["allowed_mentions"] == NONE_MENTIONS
-        assert set(answer.custom_ids()) == {"More sources", "Show context", "👍", "👎"}
+        assert set(answer.custom_ids()) == {"More sources", "Show context", "Why?", "👍", "👎"}
 
         start = len(standin.calls)
         await standin.post(f"<@{BOT_ID}> what about 2018?", channel_id=int(thread_id), mentions=[BOT], author=LIBRARIAN)
@@ -273,3 +273,45 @@ async def test_a_failure_while_answering_a_mention_is_one_line_in_the_thread_and
             line = await standin.wait_for("POST", f"/channels/{thread.response['id']}/messages")
     assert line.json["content"] == GENERIC and line.json["allowed_mentions"] == NONE_MENTIONS
     assert "RuntimeError: index on fire" in caplog.text
+
+
+async def test_answer_buttons_work_after_a_restart_and_an_expired_answer_says_so(standin, spy):
+    async with standin.running(client(spy)):
+        it = await standin.slash("ask", {"question": QUESTION})
+        answer = await standin.wait_for("POST", it.webhook_path)
+    buttons = answer.custom_ids()
+    key = buttons["More sources"].split(":")[2]
+    for _ in range(100):  # saved in the background
+        if await asyncio.to_thread(spy._kb.load_answer, key) is not None:
+            break
+        await asyncio.sleep(0.05)
+    from index.kb import KnowledgeBase
+    restarted = SpyKB(KnowledgeBase(spy._kb.cfg, embedder=spy._kb.embedder))  # nothing in memory
+    async with standin.running(client(restarted)):
+        more = await standin.press(answer.response, buttons["More sources"], user=MEMBER)
+        page = (await standin.wait_for("POST", more.callback_path)).json
+        assert page["type"] == 4 and page["data"]["flags"] == 64
+        assert page["data"]["embeds"][0]["fields"][0]["name"].startswith("[6] ")
+
+        context = await standin.press(answer.response, buttons["Show context"], user=LIBRARIAN)
+        shown = await standin.wait_for("POST", context.webhook_path)
+        assert shown.json["flags"] == 64 and shown.json["embeds"][0]["title"].startswith("[1] ")
+        assert PEEL in shown.json["embeds"][0]["footer"]["text"]
+
+        vote = await standin.press(answer.response, buttons["👎"], user=LIBRARIAN)
+        assert (await standin.wait_for("POST", vote.webhook_path)).json["content"].startswith("👎 Thanks")
+        assert restarted.feedback[0][0] == QUESTION and restarted.feedback[0][3] == -1
+
+        why = await standin.press(answer.response, buttons["Why?"], user=MEMBER)
+        why = (await standin.wait_for("POST", why.callback_path)).json
+        assert why["data"]["flags"] == 64 and "confidence threshold of 0." in why["data"]["embeds"][0]["description"]
+
+        gone = copy.deepcopy(answer.response)  # an answer no longer kept: another key in the same message
+        for row in gone["components"]:
+            for c in row["components"]:
+                c["custom_id"] = c["custom_id"].replace(key, "f" * 16)
+        expired = await standin.press(gone, f"citebot:a:{'f' * 16}:more", user=MEMBER)
+        reply = (await standin.wait_for("POST", expired.callback_path)).json
+        assert reply["type"] == 4 and reply["data"]["flags"] == 64
+        assert reply["data"]["content"].startswith("⌛ This answer has expired") and QUESTION in reply["data"]["content"]
+    assert not restarted.asked  # nothing was asked again: the answer came from the store

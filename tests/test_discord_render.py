@@ -258,3 +258,20 @@ def test_the_duplicates_footer_never_lists_a_file_already_cited():
     assert footer == "123 ms · near-duplicates folded in: third-copy.txt"
     alone = passage(1, doc="a.txt", duplicates=["a.txt"])
     assert render.answer_embed(answer([alone])).footer.text == "123 ms"
+
+
+# ------------------------------------------------------------------ why
+def test_why_shows_each_sources_scores_and_says_in_plain_words_why_it_was_confident():
+    scored = [passage(1, scores={"dense": 0.61, "bm25": 7.25, "fused": 0.9, "sentence": 0.42}),
+              passage(2, scores={"dense": 0.5, "bm25": 0.0, "fused": 0.4, "sentence": 0.2})]
+    embed = render.why_embed(answer(scored), per_page=5, threshold=0.29)
+    assert embed.description.startswith("The best answer sentence, in source [1], scores 0.420: at or above this "
+                                        "index's confidence threshold of 0.290.")
+    assert "confident and that sentence is quoted" in embed.description
+    assert embed.fields[0].value.startswith("meaning 0.610 · keywords 7.250 · fused 0.900 · sentence 0.420")
+    assert [f.name for f in embed.fields] == ["[1] Report 1", "[2] Report 2"] and "BM25" in embed.footer.text
+    unsure = render.why_embed(answer(scored, confident=False), per_page=5, threshold=0.5)
+    assert "below this index's confidence threshold of 0.500" in unsure.description
+    assert "not confident" in unsure.description and "possibly related" in unsure.description
+    assert render.why_text(answer([], confident=False), 0.29).startswith("No passage matched")
+    assert_limits(render.why_embed(answer([passage(n, title="t" * 300) for n in range(1, 11)]), 10, None))

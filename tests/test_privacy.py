@@ -95,3 +95,7 @@ def test_the_voter_secret_is_random_per_install_private_and_kept(tmp_path):
     assert voter_key(tmp_path / "b") != first  # another install, another secret
     assert user_hash(42, first) != user_hash(42, voter_key(tmp_path / "b"))
     assert user_hash(42, first) == user_hash("42", first) and len(user_hash(42, first)) == 64
+
+
+def test_the_confidence_threshold_is_the_live_searchers(kb):
+    assert kb.confidence_threshold() == kb.searcher().cfg.min_score == kb.cfg.retrieval.min_score

@@ -205,7 +205,7 @@ def test_filter_by_document_path_glob_and_title(kb):
     for doc in (only, "./" + only, "2018_*", "2018_HMICFRS*"):
         answer = kb.ask("How many crimes were going unrecorded every year?", 5, doc=doc)
         assert answer.passages and {p.doc for p in answer.passages} == {only}, doc
-        assert answer.filters == {"doc": doc}
+        assert answer.filters == {"doc": only if "*" not in doc else doc}  # the document a name stood for
     title = "Leicestershire Police Not Much Good In The News This Week"
     assert {p.doc for p in kb.ask("officers sacked", 3, doc=title.upper()).passages} == {ROUNDUP}
 

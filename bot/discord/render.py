@@ -262,3 +262,48 @@ def reindex_text(report: Any) -> str:
     if report.skipped:
         lines.append(f"⚠️ {len(report.skipped)} skipped: " + "; ".join(escape(one_line(s)) for s in report.skipped[:5]))
     return trim("\n".join(lines), CONTENT)
+
+
+# ------------------------------------------------------------------ why (the scores behind an answer)
+SCORE_NAMES = (("dense", "meaning"), ("bm25", "keywords"), ("fused", "fused"), ("sentence", "sentence"))
+WHY_LEGEND = ("meaning: cosine similarity of the passage with the question · keywords: BM25 match of the question's "
+              "words · fused: the two combined, which ranks the passages · sentence: the best sentence's score, "
+              "which decides confidence")
+
+
+def _score(value: Any) -> str:
+    return f"{float(value):.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"
+
+
+def why_text(answer: Answer, threshold: float | None) -> str:
+    """In plain words, why the answer was or was not confident."""
+    if not answer.passages:
+        return "No passage matched the question at all, so there is nothing to quote."
+    best_n, best = max(enumerate(answer.passages, 1), key=lambda item: item[1].scores.get("sentence", 0.0))
+    score = float(best.scores.get("sentence", 0.0))
+    if threshold is None:
+        where = "(this index's threshold is not available)"
+    elif score >= threshold:
+        where = f"at or above this index's confidence threshold of {threshold:.3f}"
+    else:
+        where = f"below this index's confidence threshold of {threshold:.3f}"
+    head = f"The best answer sentence, in source [{best_n}], scores {score:.3f}: {where}."
+    if answer.confident:
+        return head + " So the answer is confident and that sentence is quoted on top."
+    return head + (" So the answer is not confident: no sentence is quoted as the answer, and the sources are "
+                   "shown as possibly related only.")
+
+
+def why_embed(answer: Answer, per_page: int, threshold: float | None) -> discord.Embed:
+    """The 'Why?' button: each shown source's dense, keyword, fused and sentence scores, the threshold, and why
+    the answer was or was not confident."""
+    embed = discord.Embed(title=trim(f"Why: {escape(one_line(answer.question))}", TITLE),
+                          description=why_text(answer, threshold),
+                          colour=CONFIDENT_COLOUR if answer.confident else UNSURE_COLOUR)
+    for n, p in page_passages(answer, 0, per_page):
+        scores = " · ".join(f"{label} {_score(p.scores.get(key))}" for key, label in SCORE_NAMES)
+        embed.add_field(name=citation_name(n, p.title), value=trim(f"{scores}\n{source_link(p.doc, p.url)}",
+                                                                   FIELD_VALUE), inline=False)
+    mode = getattr(answer, "mode", "") or ""
+    embed.set_footer(text=trim(f"search mode: {mode} · " + WHY_LEGEND if mode else WHY_LEGEND, FOOTER))
+    return fit_embed(embed)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import weakref
-from collections import deque
 from typing import Any, Optional
 
 import discord
@@ -19,7 +17,7 @@ from bot.discord.limits import Cooldowns, refusal
 from bot.discord.options import AfterDate, BeforeDate, document_choices
 from bot.discord.render import answer_embed
 from bot.discord.text import THREAD_NAME, fit_content, one_line, trim
-from bot.discord.views import AnswerView
+from bot.discord.views import AnswerButton, AnswerRegistry, AnswerView
 from index.answer import Answer
 
 log = logging.getLogger("citebot.discord")
@@ -39,7 +37,17 @@ class AskCog(commands.Cog, name="Ask"):
         self.cooldowns = Cooldowns(bot.cfg.bot.cooldown_seconds)
         self.threads = ThreadMemory()
         self.hinted = ThreadMemory()  # threads where the follow-up hint was given (once each)
-        self.live_views: deque[weakref.ref[AnswerView]] = deque()  # oldest first; discord.py holds the views
+        # the answers whose buttons work: the newest bot.max_live_views in memory, all of them saved through the
+        # knowledge base so that a press after a restart finds its answer (see AnswerButton)
+        self.answers = AnswerRegistry(bot, self.per_page, bot.cfg.bot.max_live_views)
+        bot.answers = self.answers
+
+    async def cog_load(self) -> None:
+        """Route presses of answer buttons, including those of messages sent before a restart."""
+        self.bot.add_dynamic_items(AnswerButton)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(AnswerButton)
 
     @property
     def kb(self) -> Any:
@@ -57,23 +65,8 @@ class AskCog(commands.Cog, name="Ask"):
         return await self.bot.offload(self.kb.ask, question, self.k, doc=doc, after=after, before=before)
 
     def reply(self, answer: Answer) -> tuple[discord.Embed, AnswerView]:
-        """The embed and buttons of an answer message (past bot.max_live_views, the oldest buttons expire)."""
-        view = AnswerView(self.kb, answer, self.per_page, timeout=self.cfg.bot.view_timeout_seconds,
-                          offload=self.bot.offload)
-        self._keep_live(view)
-        return answer_embed(answer, self.per_page), view
-
-    def _keep_live(self, view: AnswerView) -> None:
-        """Count `view` among the live answers; expire the oldest ones beyond the cap now rather than at their
-        timeout, so that a burst of questions cannot hold more than max_live_views answers in memory."""
-        self.live_views.append(weakref.ref(view))
-        while self.live_views and (self.live_views[0]() is None or self.live_views[0]().is_finished()):
-            self.live_views.popleft()  # already timed out and let go
-        while len(self.live_views) > self.cfg.bot.max_live_views:
-            oldest = self.live_views.popleft()()
-            if oldest is not None and not oldest.is_finished():
-                oldest.stop()
-                asyncio.get_running_loop().create_task(oldest.on_timeout())  # grey its buttons out
+        """The embed and the (persistent) buttons of an answer message."""
+        return answer_embed(answer, self.per_page), self.answers.add(answer)
 
     # ------------------------------------------------------------ /ask
     @app_commands.command(name="ask", description="Answer a question with passages quoted from the documents")
