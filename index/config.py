@@ -102,6 +102,21 @@ class BotConfig:
 
 
 @dataclass
+class ServerLibrary:
+    """One server's own library ([servers.<guild id>] in config.toml)."""
+    docs: str
+    index: str
+
+
+@dataclass
+class ServersConfig:
+    """Which library each Discord server answers from."""
+    default: str = "default"            # unmapped servers (and DMs): "default" library, or "none" (refused)
+    max_loaded: int = 4                 # server libraries kept loaded at once; the least recently used goes
+    libraries: dict = field(default_factory=dict)  # guild id -> ServerLibrary
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
@@ -110,6 +125,7 @@ class Config:
     vectors: VectorsConfig = field(default_factory=VectorsConfig)
     summary: SummaryConfig = field(default_factory=SummaryConfig)
     bot: BotConfig = field(default_factory=BotConfig)
+    servers: ServersConfig = field(default_factory=ServersConfig)
     base_dir: Path = field(default_factory=Path.cwd)
 
     @property
@@ -126,6 +142,7 @@ _CHOICES = {
     ("embedding", "backend"): ("torch", "onnx-int8"),
     ("retrieval", "fusion"): ("convex", "rrf"),
     ("vectors", "storage"): ("float32", "float16"),
+    ("servers", "default"): ("default", "none"),
 }
 _POSITIVE = {("chunking", "max_tokens"), ("embedding", "batch_size"), ("retrieval", "top_k"),
              ("bot", "max_question_chars"), ("retrieval", "rrf_k"), ("retrieval", "candidates"),
@@ -133,7 +150,7 @@ _POSITIVE = {("chunking", "max_tokens"), ("embedding", "batch_size"), ("retrieva
              ("summary", "sentences"), ("summary", "min_words"), ("summary", "topic_per_doc"),
              ("summary", "topic_docs"), ("summary", "timeline_per_doc"), ("summary", "timeline_entries"),
              ("summary", "candidates"), ("bot", "workers"), ("bot", "max_live_views"),
-             ("bot", "answers_kept")}
+             ("bot", "answers_kept"), ("servers", "max_loaded")}
 _UNIT = {("retrieval", "dense_weight"), ("retrieval", "duplicate_threshold"),
          ("retrieval", "sentence_lexical_weight"), ("summary", "diversity"), ("summary", "fact_gate"),
          ("summary", "relative"), ("summary", "margin")}
@@ -191,6 +208,8 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
             continue
         if not isinstance(values, dict):
             raise ConfigError(f"config: {section} must be a table ([{section}])")
+        if section == "servers":
+            values = _server_libraries(cfg.servers, values)
         _apply(sections[section], section, values)
     for name, obj in sections.items():
         prefix = f"CITEBOT_{name.upper()}_"
@@ -199,8 +218,32 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     return cfg
 
 
+def _server_libraries(servers: ServersConfig, values: dict[str, Any]) -> dict[str, Any]:
+    """Take the [servers.<guild id>] tables out of [servers] into `servers.libraries`; returns the other keys."""
+    rest = {}
+    for key, value in values.items():
+        if not isinstance(value, dict):
+            if key == "libraries":
+                raise ConfigError("config: servers.libraries is not a key; map a server with a "
+                                  "[servers.<guild id>] table holding docs and index")
+            rest[key] = value
+            continue
+        if not key.isdigit():
+            raise ConfigError(f"config: [servers.{key}]: expected a server (guild) id such as "
+                              "[servers.123456789012345678]")
+        for name in ("docs", "index"):
+            if not isinstance(value.get(name), str) or not value[name].strip():
+                raise ConfigError(f"config: servers.{key}.{name} = {value.get(name)!r}; expected a folder path "
+                                  "(text)")
+        unknown = set(value) - {"docs", "index"}
+        if unknown:
+            log.warning("config: unknown key(s) %s in [servers.%s] ignored", ", ".join(sorted(unknown)), key)
+        servers.libraries[int(key)] = ServerLibrary(value["docs"].strip(), value["index"].strip())
+    return rest
+
+
 def _apply(obj: Any, section: str, values: dict[str, Any], source: str = "config") -> None:
-    known = {f.name for f in dataclasses.fields(obj)}
+    known = {f.name for f in dataclasses.fields(obj)} - {"libraries"}
     for key, value in values.items():
         if key not in known:
             log.warning("%s: unknown key %s.%s ignored", source, section, key)

@@ -45,6 +45,8 @@ GUILD_ID = 1100000000000000010
 GENERAL_ID = 1100000000000000020   # a text channel
 ASK_ID = 1100000000000000021       # a text channel to configure as an ask-channel
 DM_ID = 1100000000000000022        # a member's direct-message channel with the bot
+OTHER_GUILD_ID = 1100000000000000011  # a second server (DiscordStandIn(second_guild=True))
+OTHER_GENERAL_ID = 1100000000000000023  # its text channel
 EVERYONE_ROLE = GUILD_ID
 LIBRARIAN_ROLE = 1100000000000000030
 ADMIN_ID = 1100000000000000100     # has Manage Server
@@ -147,7 +149,7 @@ class DiscordStandIn:
     """Discord's REST API and gateway, just enough of them for discord.py 2.7, on 127.0.0.1, recording every call."""
 
     def __init__(self, host: str = "127.0.0.1", token: str = TOKEN, allow_message_content: bool = True,
-                 heartbeat_interval: int = 41250):
+                 heartbeat_interval: int = 41250, second_guild: bool = False):
         self.host = host
         self.heartbeat_interval = heartbeat_interval        # ms, sent in HELLO (smaller for heartbeat tests)
         self.heartbeats: list[float] = []                   # time.monotonic() of each heartbeat (op 1) received
@@ -169,8 +171,12 @@ class DiscordStandIn:
         self._changed: asyncio.Condition | None = None
         self._runner: web.AppRunner | None = None
         self._saved: tuple[str, yarl.URL] | None = None
-        for cid, name in ((GENERAL_ID, "general"), (ASK_ID, "ask-here")):
-            self.channels[cid] = {"id": str(cid), "type": 0, "name": name, "guild_id": str(GUILD_ID), "position": 0,
+        self.guild_ids = [GUILD_ID] + ([OTHER_GUILD_ID] if second_guild else [])
+        for cid, name, gid in ((GENERAL_ID, "general", GUILD_ID), (ASK_ID, "ask-here", GUILD_ID),
+                               (OTHER_GENERAL_ID, "general", OTHER_GUILD_ID)):
+            if gid not in self.guild_ids:
+                continue
+            self.channels[cid] = {"id": str(cid), "type": 0, "name": name, "guild_id": str(gid), "position": 0,
                                   "permission_overwrites": [], "nsfw": False, "topic": None, "last_message_id": None,
                                   "rate_limit_per_user": 0, "parent_id": None}
 
@@ -257,13 +263,13 @@ class DiscordStandIn:
     def snowflake(self) -> int:
         return ((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) | (next(self._ids) & 0x3FFFFF)
 
-    def guild_payload(self) -> dict:
+    def guild_payload(self, guild_id: int = GUILD_ID) -> dict:
         def role(rid: int, name: str, perms: discord.Permissions, position: int) -> dict:
             return {"id": str(rid), "name": name, "permissions": str(perms.value), "position": position,
                     "color": 0, "colors": {"primary_color": 0}, "hoist": False, "managed": False,
                     "mentionable": False, "flags": 0, "icon": None, "unicode_emoji": None}
         return {
-            "id": str(GUILD_ID), "name": "Stand-in Server", "owner_id": str(ADMIN_ID), "icon": None, "splash": None,
+            "id": str(guild_id), "name": "Stand-in Server" if guild_id == GUILD_ID else "Other Server", "owner_id": str(ADMIN_ID), "icon": None, "splash": None,
             "discovery_splash": None, "banner": None, "description": None, "features": [], "verification_level": 0,
             "default_message_notifications": 0, "explicit_content_filter": 0, "mfa_level": 0, "nsfw_level": 0,
             "premium_tier": 0, "premium_subscription_count": 0, "preferred_locale": "en-US", "afk_channel_id": None,
@@ -273,7 +279,7 @@ class DiscordStandIn:
             "large": False, "unavailable": False, "member_count": len(self.users), "lazy": True,
             "roles": [role(EVERYONE_ROLE, "@everyone", MEMBER_PERMISSIONS, 0),
                       role(LIBRARIAN_ROLE, "Librarian", MEMBER_PERMISSIONS, 1)],
-            "channels": [c for c in self.channels.values() if c["type"] == 0],
+            "channels": [c for c in self.channels.values() if c["type"] == 0 and c["guild_id"] == str(guild_id)],
             "threads": [], "members": [BOT.member()], "voice_states": [], "presences": [], "emojis": [],
             "stickers": [], "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
         }
@@ -287,7 +293,7 @@ class DiscordStandIn:
                 "mention_everyone": False, "pinned": False, "tts": False, "timestamp": _now(),
                 "edited_timestamp": None, "type": 0, "flags": int(body.get("flags") or 0)}
         if channel_id in self.channels:
-            data["guild_id"] = str(GUILD_ID)
+            data["guild_id"] = self.channels[channel_id].get("guild_id", str(GUILD_ID))
         data.update(extra)
         self.messages[mid] = data
         return data
@@ -324,11 +330,12 @@ class DiscordStandIn:
         shard = identify.get("shard") or [0, 1]
         ready = {"v": 10, "user": BOT.payload(), "session_id": secrets.token_hex(8),
                  "resume_gateway_url": self.gateway_url, "application": {"id": str(APP_ID), "flags": 0},
-                 "guilds": [{"id": str(GUILD_ID), "unavailable": True}] if shard[0] == 0 else [],
+                 "guilds": [{"id": str(g), "unavailable": True} for g in self.guild_ids] if shard[0] == 0 else [],
                  "private_channels": [], "relationships": [], "shard": shard}
         await self._send(ws, "READY", ready)
         if shard[0] == 0:
-            await self._send(ws, "GUILD_CREATE", self.guild_payload())
+            for guild_id in self.guild_ids:
+                await self._send(ws, "GUILD_CREATE", self.guild_payload(guild_id))
 
     async def _send(self, ws: web.WebSocketResponse, event: str, data: dict) -> None:
         self._seq += 1
@@ -365,12 +372,15 @@ class DiscordStandIn:
             return Interaction(iid, token, payload)
         channel = dict(self.channels[channel_id])
         channel["permissions"] = str(user.permissions.value)
+        guild_id = channel.get("guild_id") or str(GUILD_ID)
+        if "guild_id" in data:
+            data["guild_id"] = guild_id
         payload = {"id": str(iid), "application_id": str(APP_ID), "type": kind, "token": token, "version": 1,
-                   "attachment_size_limit": 26214400, "guild_id": str(GUILD_ID),
-                   "guild": {"id": str(GUILD_ID), "locale": "en-US", "features": []}, "channel": channel,
+                   "attachment_size_limit": 26214400, "guild_id": guild_id,
+                   "guild": {"id": guild_id, "locale": "en-US", "features": []}, "channel": channel,
                    "channel_id": str(channel_id), "member": user.member(permissions=True),
                    "app_permissions": str(ADMIN_PERMISSIONS.value), "locale": "en-US", "guild_locale": "en-US",
-                   "entitlements": [], "authorizing_integration_owners": {"0": str(GUILD_ID)}, "context": 0,
+                   "entitlements": [], "authorizing_integration_owners": {"0": guild_id}, "context": 0,
                    "data": data, **extra}
         return Interaction(iid, token, payload)
 
@@ -398,7 +408,7 @@ class DiscordStandIn:
         if values is not None:
             data["values"] = values
         channel_id = channel_id or int(message["channel_id"])
-        if channel_id not in self.channels:
+        if channel_id not in self.channels and channel_id != DM_ID:
             channel_id = GENERAL_ID
         it = self._interaction(3, data, user, channel_id, message=message)
         self._originals[it.token] = int(message["id"])

@@ -408,15 +408,16 @@ async def test_answer_buttons_carry_the_answer_key_in_their_custom_ids():
 async def test_past_max_live_views_the_oldest_answers_leave_memory_but_their_buttons_still_work():
     kb = FakeKnowledgeBase(answer=answer(7))
     cog = AskCog(make_bot(kb, max_live_views=2))
-    views = [cog.reply(answer(7))[1] for _ in range(4)]
+    views = [cog.reply(answer(7), kb)[1] for _ in range(4)]
     await asyncio.sleep(0.2)  # saving is a background task
     assert len(cog.answers) == 2 and set(kb.saved) == {v.key for v in views}
-    again = await cog.answers.get(views[0].key)  # read back from the knowledge base's store
+    again = await cog.answers.get(views[0].key, kb)  # read back from the knowledge base's store
     assert again is not views[0] and again.answer.passages == views[0].answer.passages
     it = interaction(cog.bot)
     await again.more_sources.callback(it)
     assert it.response.send_message.await_args.kwargs["embed"].fields[0].name == "[6] Report 6"
-    assert await cog.answers.get("0" * 16) is None
+    assert await cog.answers.get("0" * 16, kb) is None
+    assert await cog.answers.get(views[3].key, FakeKnowledgeBase(answer=answer(7))) is None  # another library
 
 
 # ------------------------------------------------------------------ helpers

@@ -13,7 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord.errors import NO_MENTIONS, report
+from bot.discord.errors import NO_MENTIONS, NOT_SERVED, NotServed, report
 from index.config import ConfigError
 
 log = logging.getLogger("citebot.discord")
@@ -77,22 +77,38 @@ class _Citebot:
     """What both client classes share: configuration, knowledge base, cogs and event handlers."""
 
     def __init__(self, cfg: Any, kb: Any, **options: Any):
+        factory = options.pop("library_factory", None)  # tests: (config, like) -> knowledge base
         options.setdefault("intents", intents_for(cfg))
         super().__init__(command_prefix=commands.when_mentioned, help_command=None, tree_cls=CitebotTree,
                          allowed_mentions=NO_MENTIONS, **options)
         self.cfg = cfg
-        self.kb = kb
+        self.kb = kb  # the default library (None: made on first use)
+        from index.libraries import Libraries
+        self.libraries = Libraries(cfg, kb, factory=factory)
         self.ask_channels = ask_channel_ids(cfg)
         # the knowledge base's work runs on a small pool of its own: a burst of questions on the default
         # executor's many threads fights the event loop for the GIL (measured: 269 ms stalls with 200 at once; README, "Load")
         self.pool = ThreadPoolExecutor(max_workers=cfg.bot.workers, thread_name_prefix="citebot-kb")
+
+    def kb_for(self, guild_id: int | None) -> Any:
+        """The library of server `guild_id` (None: a direct message); NotServed when it has none."""
+        kb = self.libraries.get(guild_id)
+        if kb is None:
+            raise NotServed(NOT_SERVED)
+        if kb is not self.kb and not getattr(kb, "ready", True):
+            kb.warm_up()  # a server library loaded just now: its index opens in the background
+        return kb
 
     async def offload(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """`fn(*args, **kwargs)` on the bot's worker pool, awaited without blocking the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
 
     async def close(self) -> None:
-        """Disconnect, then let the worker pool go (work under way finishes; queued work is dropped)."""
+        """Finish saving the latest answers (their buttons must work after the restart), disconnect, then let the
+        worker pool go (work under way finishes; queued work is dropped)."""
+        answers = getattr(self, "answers", None)
+        if answers is not None:
+            await answers.flush()
         await super().close()
         self.pool.shutdown(wait=False, cancel_futures=True)
 

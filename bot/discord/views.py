@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 import discord
 
-from bot.discord.errors import NO_MENTIONS, report
+from bot.discord.errors import NO_MENTIONS, library_for, report
 from bot.discord.render import (citation_name, context_embed, documents_embed, page_count, page_passages,
                                 sources_page_embed, why_embed)
 from bot.discord.text import OPTION_LABEL, one_line, trim
@@ -107,7 +107,8 @@ class AnswerButton(discord.ui.DynamicItem[discord.ui.Button],
             state = self.state
             if state is None:
                 answers = getattr(interaction.client, "answers", None)
-                state = await answers.get(self.key) if answers is not None else None
+                kb = library_for(interaction.client, interaction.guild_id)
+                state = await answers.get(self.key, kb) if answers is not None else None
             if state is None:
                 await interaction.response.send_message(expired_text(interaction), ephemeral=True,
                                                         allowed_mentions=NO_MENTIONS)
@@ -203,9 +204,9 @@ class AnswerRegistry:
     def __len__(self) -> int:
         return len(self._views)
 
-    def add(self, answer: Answer) -> AnswerView:
-        """The buttons of a new answer; it is saved in the background."""
-        view = AnswerView(self.bot.kb, answer, self.per_page, offload=self.bot.offload)
+    def add(self, answer: Answer, kb: Any) -> AnswerView:
+        """The buttons of a new answer from library `kb`; it is saved there in the background."""
+        view = AnswerView(kb, answer, self.per_page, offload=self.bot.offload)
         self._remember(view)
         task = asyncio.get_running_loop().create_task(self._save(view))
         self._saving.add(task)
@@ -218,19 +219,24 @@ class AnswerRegistry:
         except Exception:  # its buttons work until the bot restarts
             log.warning("answer %s not saved for its buttons", view.key, exc_info=True)
 
+    async def flush(self, timeout: float = 10.0) -> None:
+        """Wait (up to `timeout` seconds) for the answers still being saved."""
+        if self._saving:
+            await asyncio.wait(list(self._saving), timeout=timeout)
+
     def _remember(self, view: AnswerView) -> None:
         self._views[view.key] = view
         self._views.move_to_end(view.key)
         while len(self._views) > self.capacity:
             self._views.popitem(last=False)
 
-    async def get(self, key: str) -> AnswerView | None:
-        """The answer with `key` (from memory, else from the store), or None when it has expired."""
+    async def get(self, key: str, kb: Any) -> AnswerView | None:
+        """The answer with `key` of library `kb` (from memory, else from its store), or None when it has expired
+        or belongs to another library (a server never sees another server's answers)."""
         view = self._views.get(key)
-        if view is not None:
+        if view is not None and view.kb is kb:
             self._views.move_to_end(key)
             return view
-        kb = self.bot.kb
         answer = await self.bot.offload(kb.load_answer, key)
         if answer is None:
             return None

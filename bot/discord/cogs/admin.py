@@ -10,7 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord.errors import NO_MENTIONS, NotAllowed
+from bot.discord.errors import NO_MENTIONS, NotAllowed, library_for
 from bot.discord.render import progress_text, reindex_text
 from bot.discord.text import fit_content
 
@@ -53,7 +53,7 @@ class AdminCog(commands.Cog, name="Admin"):
 
     def __init__(self, bot: Any):
         self.bot = bot
-        self.running = False
+        self.running: set[int] = set()  # the libraries being rebuilt from here (by id)
         if not str(bot.cfg.bot.reindex_role or "").strip():
             # hidden from members without Manage Server in the client too (enforced at run time regardless)
             self.reindex.default_permissions = discord.Permissions(manage_guild=True)
@@ -65,23 +65,25 @@ class AdminCog(commands.Cog, name="Admin"):
     async def reindex(self, interaction: discord.Interaction, full: bool = False) -> None:
         """Rebuild the index, editing the reply with progress and ending with the files changed."""
         from index.kb import UserError
-        if self.running or getattr(self.bot.kb, "building", False):
+        kb = library_for(self.bot, interaction.guild_id)
+        if id(kb) in self.running or getattr(kb, "building", False):
             await interaction.response.send_message(ALREADY_RUNNING, ephemeral=True, allowed_mentions=NO_MENTIONS)
             return
-        self.running = True
+        self.running.add(id(kb))
         try:
             await interaction.response.defer(thinking=True, ephemeral=True)
-            log.info("reindex (full=%s) started by user %s", full, interaction.user.id)
-            report = await self._build(interaction, full)
+            log.info("reindex (full=%s) of server %s started by user %s", full, interaction.guild_id,
+                     interaction.user.id)
+            report = await self._build(interaction, kb, full)
             text = reindex_text(report)
             log.info("reindex done: %s", report.summary_line())
         except UserError as exc:
             text = fit_content(f"⚠️ {exc}")
         finally:
-            self.running = False
+            self.running.discard(id(kb))
         await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
 
-    async def _build(self, interaction: discord.Interaction, full: bool) -> Any:
+    async def _build(self, interaction: discord.Interaction, kb: Any, full: bool) -> Any:
         """Run the build in a worker thread while a task edits the reply with its progress."""
         loop = asyncio.get_running_loop()
         latest = [progress_text("starting", 0, 0)]
@@ -111,7 +113,7 @@ class AdminCog(commands.Cog, name="Admin"):
         editor = asyncio.create_task(show())
         try:
             # a thread outside the bot's worker pool: questions keep being answered while it builds
-            return await asyncio.to_thread(self.bot.kb.build, full, progress)
+            return await asyncio.to_thread(kb.build, full, progress)
         finally:
             editor.cancel()
             await asyncio.gather(editor, return_exceptions=True)

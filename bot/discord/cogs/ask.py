@@ -12,7 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord.conversation import ThreadMemory, followup_question, strip_mentions, year_filter
-from bot.discord.errors import GENERIC, NO_MENTIONS, send_error
+from bot.discord.errors import GENERIC, NO_MENTIONS, NotServed, UserFacingError, library_for, send_error
 from bot.discord.limits import Cooldowns, refusal
 from bot.discord.options import AfterDate, BeforeDate, document_choices
 from bot.discord.render import answer_embed
@@ -49,24 +49,23 @@ class AskCog(commands.Cog, name="Ask"):
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(AnswerButton)
 
-    @property
-    def kb(self) -> Any:
-        """The knowledge base the bot answers from."""
-        return self.bot.kb
+    def kb_for(self, guild_id: int | None) -> Any:
+        """The library of server `guild_id` (None: a DM); NotServed (shown as one line) when it has none."""
+        return library_for(self.bot, guild_id)
 
     # ------------------------------------------------------------ shared steps
-    def refusal(self, user_id: int, question: str) -> str | None:
+    def refusal(self, kb: Any, user_id: int, question: str) -> str | None:
         """Why a question is refused before any work (see limits.refusal), or None."""
-        return refusal(self.kb, self.cooldowns, user_id, question, self.cfg.bot.max_question_chars)
+        return refusal(kb, self.cooldowns, user_id, question, self.cfg.bot.max_question_chars)
 
-    async def answer(self, question: str, *, doc: str | None = None, after: dt.date | None = None,
+    async def answer(self, kb: Any, question: str, *, doc: str | None = None, after: dt.date | None = None,
                      before: dt.date | None = None) -> Answer:
         """Ask the knowledge base off the event loop."""
-        return await self.bot.offload(self.kb.ask, question, self.k, doc=doc, after=after, before=before)
+        return await self.bot.offload(kb.ask, question, self.k, doc=doc, after=after, before=before)
 
-    def reply(self, answer: Answer) -> tuple[discord.Embed, AnswerView]:
-        """The embed and the (persistent) buttons of an answer message."""
-        return answer_embed(answer, self.per_page), self.answers.add(answer)
+    def reply(self, answer: Answer, kb: Any) -> tuple[discord.Embed, AnswerView]:
+        """The embed and the (persistent) buttons of an answer message from library `kb`."""
+        return answer_embed(answer, self.per_page), self.answers.add(answer, kb)
 
     # ------------------------------------------------------------ /ask
     @app_commands.command(name="ask", description="Answer a question with passages quoted from the documents")
@@ -86,25 +85,26 @@ class AskCog(commands.Cog, name="Ask"):
         except UserError as exc:
             await send_error(interaction, f"⚠️ {exc}")
             return
-        refusal = self.refusal(interaction.user.id, question)
+        kb = self.kb_for(interaction.guild_id)
+        refusal = self.refusal(kb, interaction.user.id, question)
         if refusal:
             await interaction.response.send_message(refusal, ephemeral=True, allowed_mentions=NO_MENTIONS)
             return
         if document is not None:
             try:  # quick (names only) and on its own thread, so a busy worker pool cannot delay the refusal
-                document = (await asyncio.to_thread(self.kb.resolve_document, document)).doc
+                document = (await asyncio.to_thread(kb.resolve_document, document)).doc
             except UserError as exc:
                 self.cooldowns.reset(interaction.user.id)
                 await send_error(interaction, f"⚠️ {exc}")
                 return
         await interaction.response.defer(thinking=True, ephemeral=private)
         try:
-            answer = await self.answer(question, doc=document, after=after, before=before)
+            answer = await self.answer(kb, question, doc=document, after=after, before=before)
         except UserError as exc:
             self.cooldowns.reset(interaction.user.id)  # e.g. no document dated in that range: nothing was answered
             await send_error(interaction, f"⚠️ {exc}")
             return
-        embed, view = self.reply(answer)
+        embed, view = self.reply(answer, kb)
         view.message = await interaction.followup.send(embed=embed, view=view, ephemeral=private, wait=True,
                                                        allowed_mentions=NO_MENTIONS)
 
@@ -114,8 +114,8 @@ class AskCog(commands.Cog, name="Ask"):
         """Indexed documents whose title or file name contain what is typed."""
         from index.kb import UserError
         try:
-            docs = await self.bot.offload(self.kb.documents)
-        except UserError:
+            docs = await self.bot.offload(self.kb_for(interaction.guild_id).documents)
+        except (UserError, UserFacingError):
             return []
         return document_choices(docs, current)
 
@@ -159,13 +159,18 @@ class AskCog(commands.Cog, name="Ask"):
                 await message.channel.send(FOLLOW_UP_HINT.format(name=self.bot.user.name),
                                            allowed_mentions=NO_MENTIONS)
             return
-        refusal = self.refusal(message.author.id, text)
+        try:
+            kb = self.kb_for(message.guild.id if message.guild is not None else None)
+        except NotServed as exc:
+            await message.reply(str(exc), mention_author=False, allowed_mentions=NO_MENTIONS, delete_after=30)
+            return
+        refusal = self.refusal(kb, message.author.id, text)
         if refusal:
             await message.reply(refusal, mention_author=False, allowed_mentions=NO_MENTIONS, delete_after=10)
             return
-        await self._answer_message(message, text, earlier)
+        await self._answer_message(kb, message, text, earlier)
 
-    async def _answer_message(self, message: discord.Message, text: str, earlier: str | None) -> None:
+    async def _answer_message(self, kb: Any, message: discord.Message, text: str, earlier: str | None) -> None:
         """Answer a chat message in its thread, a new thread, or as a reply; errors become one line there."""
         from index.kb import UserError
         question = followup_question(earlier, text) if earlier else text
@@ -183,8 +188,8 @@ class AskCog(commands.Cog, name="Ask"):
                 self.threads.remember(thread.id, text)
         try:
             async with destination.typing():
-                answer = await self._answer_with_years(question, years)
-            embed, view = self.reply(answer)
+                answer = await self._answer_with_years(kb, question, years)
+            embed, view = self.reply(answer, kb)
             if thread is not None or isinstance(message.channel, discord.Thread):
                 view.message = await destination.send(embed=embed, view=view, allowed_mentions=NO_MENTIONS)
             else:
@@ -199,15 +204,15 @@ class AskCog(commands.Cog, name="Ask"):
             except discord.HTTPException:
                 pass
 
-    async def _answer_with_years(self, question: str, years: tuple[dt.date, dt.date] | None) -> Answer:
+    async def _answer_with_years(self, kb: Any, question: str, years: tuple[dt.date, dt.date] | None) -> Answer:
         """Ask within the years a follow-up names; without that filter if no document is dated then."""
         from index.kb import UserError
         if years:
             try:
-                return await self.answer(question, after=years[0], before=years[1])
+                return await self.answer(kb, question, after=years[0], before=years[1])
             except UserError:
                 pass
-        return await self.answer(question)
+        return await self.answer(kb, question)
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord.errors import NO_MENTIONS, send_error
+from bot.discord.errors import NO_MENTIONS, UserFacingError, library_for, send_error
 from bot.discord.limits import Cooldowns, refusal
 from bot.discord.render import INFO_COLOUR, citation_meta, date_text, source_link
 from bot.discord.text import (AUTOCOMPLETE, CHOICE, DESCRIPTION, FIELD_VALUE, FIELDS, FOOTER, TITLE, escape,
@@ -129,12 +129,7 @@ class SummaryCog(commands.Cog, name="Summary"):
         self.cfg = bot.cfg
         self.cooldowns = Cooldowns(bot.cfg.bot.cooldown_seconds)
 
-    @property
-    def kb(self) -> Any:
-        """The knowledge base the bot answers from."""
-        return self.bot.kb
-
-    def refusal(self, user_id: int, topic: str | None) -> str | None:
+    def refusal(self, kb: Any, user_id: int, topic: str | None) -> str | None:
         """Why a request is refused before any work (a topic without words, see also limits.refusal), or None."""
         if topic is not None:
             from index.kb import UserError, clean_question
@@ -142,7 +137,7 @@ class SummaryCog(commands.Cog, name="Summary"):
                 clean_question(topic, limit=max(1, len(topic)))
             except UserError as exc:
                 return f"⚠️ {exc}"
-        return refusal(self.kb, self.cooldowns, user_id, topic, self.cfg.bot.max_question_chars)
+        return refusal(kb, self.cooldowns, user_id, topic, self.cfg.bot.max_question_chars)
 
     async def _respond(self, interaction: discord.Interaction, private: bool, work) -> None:
         """Defer at once, run `work` off the loop, send its embed as a follow-up (a UserError as one line)."""
@@ -172,21 +167,22 @@ class SummaryCog(commands.Cog, name="Summary"):
             await interaction.response.send_message("⚠️ Choose a report, or give a topic (not both).", ephemeral=True,
                                                     allowed_mentions=NO_MENTIONS)
             return
-        refusal = self.refusal(interaction.user.id, topic)
+        kb = library_for(self.bot, interaction.guild_id)
+        refusal = self.refusal(kb, interaction.user.id, topic)
         if refusal:
             await interaction.response.send_message(refusal, ephemeral=True, allowed_mentions=NO_MENTIONS)
             return
         if topic:
-            await self._respond(interaction, private, lambda: topic_embed(self.kb.topic_summary(topic)))
+            await self._respond(interaction, private, lambda: topic_embed(kb.topic_summary(topic)))
             return
         from index.kb import UserError
         try:  # an unknown or ambiguous name is refused privately at once, with "did you mean" choices
-            doc = (await asyncio.to_thread(self.kb.resolve_document, report)).doc
+            doc = (await asyncio.to_thread(kb.resolve_document, report)).doc
         except UserError as exc:
             self.cooldowns.reset(interaction.user.id)
             await send_error(interaction, f"⚠️ {exc}")
             return
-        await self._respond(interaction, private, lambda: summary_embed(self.kb.summary(doc, sentences=length)))
+        await self._respond(interaction, private, lambda: summary_embed(kb.summary(doc, sentences=length)))
 
     @summary.autocomplete("report")
     async def report_autocomplete(self, interaction: discord.Interaction,
@@ -194,8 +190,9 @@ class SummaryCog(commands.Cog, name="Summary"):
         """Documents whose title or file name match what is typed (fuzzy), at most 25."""
         from index.kb import UserError
         try:
-            docs = await self.bot.offload(self.kb.suggest_documents, current or "", AUTOCOMPLETE)
-        except UserError:
+            kb = library_for(self.bot, interaction.guild_id)
+            docs = await self.bot.offload(kb.suggest_documents, current or "", AUTOCOMPLETE)
+        except (UserError, UserFacingError):
             return []
         return report_choices(docs)
 
@@ -204,11 +201,12 @@ class SummaryCog(commands.Cog, name="Summary"):
     async def timeline(self, interaction: discord.Interaction, topic: str, private: bool = False) -> None:
         """/timeline topic:…"""
         topic = topic.strip()
-        refusal = self.refusal(interaction.user.id, topic)
+        kb = library_for(self.bot, interaction.guild_id)
+        refusal = self.refusal(kb, interaction.user.id, topic)
         if refusal:
             await interaction.response.send_message(refusal, ephemeral=True, allowed_mentions=NO_MENTIONS)
             return
-        await self._respond(interaction, private, lambda: timeline_embed(self.kb.timeline(topic)))
+        await self._respond(interaction, private, lambda: timeline_embed(kb.timeline(topic)))
 
 
 async def setup(bot: commands.Bot) -> None:
