@@ -245,6 +245,30 @@ class KnowledgeBase:
                 return float(value)
         return float(self.cfg.retrieval.min_score)
 
+    def add_upload(self, name: str, data: bytes, replace: bool = False) -> str:
+        """Store an uploaded document in the docs folder (safe name, type checked by content); returns its name.
+        The index changes with the next build."""
+        from index.uploads import UploadError, store_upload
+        try:
+            return store_upload(self.cfg.docs_dir, name, data, replace)
+        except UploadError as exc:
+            raise UserError(str(exc)) from None
+
+    def remove_document(self, name: str) -> str:
+        """Delete the document `name` stands for (see resolve_document) from the docs folder; returns its path.
+        The index changes with the next build."""
+        doc = self.resolve_document(name).doc
+        self.delete_file(doc)
+        return doc
+
+    def delete_file(self, doc: str) -> None:
+        """Delete the file `doc` (a path relative to the docs folder, never outside it), indexed or not."""
+        from index.uploads import UploadError, delete_document
+        try:
+            delete_document(self.cfg.docs_dir, doc)
+        except UploadError as exc:
+            raise UserError(str(exc)) from None
+
     def save_answer(self, key: str, answer: Answer) -> None:
         """Keep an answer shown with buttons under `key` (see AnswerStore), for presses after a restart."""
         self.answers.put(key, answer)

@@ -167,6 +167,8 @@ class DiscordStandIn:
         self._where: dict[str, int] = {}       # interaction token → channel id
         self._sockets: list[web.WebSocketResponse] = []
         self._seq = 0
+        self.files: dict[str, bytes] = {}   # attachment id -> content, served at its URL
+        self.downloads: list[str] = []      # attachment ids fetched by the client
         self._ids = itertools.count(1)
         self._changed: asyncio.Condition | None = None
         self._runner: web.AppRunner | None = None
@@ -194,6 +196,7 @@ class DiscordStandIn:
         self._changed = asyncio.Condition()
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/attachments/{aid}/{name}", self._file)
         app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -346,10 +349,30 @@ class DiscordStandIn:
         for ws in list(self._sockets):
             await self._send(ws, event, data)
 
+    # ------------------------------------------------------------ attachments
+    def attachment(self, filename: str, data: bytes, size: int | None = None) -> dict:
+        """An uploaded file as Discord describes it (pass it as a slash option's value); its URL serves `data`."""
+        aid = str(self.snowflake())
+        self.files[aid] = data
+        from urllib.parse import quote
+        url = f"http://{self.host}:{self.port}/attachments/{aid}/{quote(filename, safe='')}"
+        return {"id": aid, "filename": filename, "size": len(data) if size is None else size, "url": url,
+                "proxy_url": url, "content_type": "application/octet-stream"}
+
+    async def _file(self, request: web.Request) -> web.Response:
+        aid = request.match_info["aid"]
+        if aid not in self.files:
+            return web.Response(status=404)
+        self.downloads.append(aid)
+        return web.Response(body=self.files[aid], content_type="application/octet-stream")
+
     # ------------------------------------------------------------ events tests deliver
     def _options(self, options: dict[str, Any], focused: str | None = None) -> list[dict]:
         out = []
         for name, value in options.items():
+            if isinstance(value, dict) and "filename" in value:  # an attachment: its id, resolved in the payload
+                out.append({"name": name, "type": 11, "value": value["id"]})
+                continue
             kind = 5 if isinstance(value, bool) else 4 if isinstance(value, int) else 3
             opt = {"name": name, "type": kind, "value": value}
             if name == focused:
@@ -389,6 +412,9 @@ class DiscordStandIn:
         """Deliver INTERACTION_CREATE for `/name option=value…` used by `user`."""
         data = {"id": str(next((c["id"] for c in self.all_commands() if c["name"] == name), self.snowflake())),
                 "name": name, "type": 1, "options": self._options(options or {}), "guild_id": str(GUILD_ID)}
+        files = {v["id"]: v for v in (options or {}).values() if isinstance(v, dict) and "filename" in v}
+        if files:
+            data["resolved"] = {"attachments": files}
         it = self._interaction(2, data, user, channel_id)
         await self.dispatch("INTERACTION_CREATE", it.payload)
         return it

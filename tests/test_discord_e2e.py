@@ -214,7 +214,7 @@ async def test_sources_and_help_answer_from_the_index(standin, spy):
 
 async def test_sync_registers_the_commands_for_one_server(standin, spy):
     names = await asyncio.wait_for(citebot_discord.sync(spy._kb.cfg, GUILD_ID, token=TOKEN), 30)
-    assert sorted(names) == ["ask", "help", "reindex", "sources", "summary", "timeline"]
+    assert sorted(names) == ["ask", "help", "reindex", "remove", "sources", "summary", "timeline", "upload"]
     put = await standin.wait_for("PUT", f"/applications/{APP_ID}/guilds/{GUILD_ID}/commands")
     ask = next(c for c in put.json if c["name"] == "ask")
     assert [o["name"] for o in ask["options"]] == ["question", "document", "after", "before", "private"]
