@@ -68,7 +68,7 @@ def build_info(cfg: Config, dim: int, index_type: str) -> dict:
 
 # HNSW search depth by size (vectors.ef_search = 0): EF_AT_1M * (chunks / 1M) ** EF_EXPONENT. Measured recall@10
 # against exact search on the bench's questions: 0.983 at 1M chunks with 1024, 0.983 at 100k with 512 (1024
-# there: 0.992 in twice the time; the depth by size gives 514); README, "Index type by size".
+# there: 0.992 in twice the time; the depth by size gives 514); PERFORMANCE.md, "Index type by size".
 EF_AT_1M, EF_EXPONENT, EF_MIN = 1024, 0.3, 128
 
 
@@ -82,7 +82,7 @@ def search_depth(n: int, cfg=None) -> int:
 def new_vector_index(n: int, dim: int, cfg=None):
     """An empty inner-product index for `n` unit vectors (so scores are cosines) and its type name.
 
-    Exact search ("flat") below `cfg.exact_below` chunks, HNSW from there on (see README.md, "Performance", for the
+    Exact search ("flat") below `cfg.exact_below` chunks, HNSW from there on (see PERFORMANCE.md, for the
     measurements behind the defaults); `cfg.storage = "float16"` halves the memory ("flat-fp16", "hnsw-fp16").
     Vectors are added in batches as they are made, so the build never holds a second copy of them.
     """

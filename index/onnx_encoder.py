@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from index.embedding import EmbeddingError
+from index.modelfiles import EmbeddingError, tokenizer_file
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,6 @@ def batch_tokenizer(model_dir: Path, max_seq_length: int):
     `max_seq_length`, special tokens included; padding to the longest text of the batch with the pad token):
     the same ids as the transformers tokenizer's `__call__` (tested), without importing transformers and torch
     (~3 s of a cold start on 2 cores), and never reconfigured, so threads can share it."""
-    from index.embedding import tokenizer_file
     tok = tokenizer_file(model_dir)
     pad = _pad_token(model_dir)
     if tok is None:  # no tokenizer.json: take the Rust core of the tokenizer transformers makes

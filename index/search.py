@@ -5,7 +5,7 @@ confidence -> `Answer`.
 - BM25: `index.bm25.KeywordIndex`, built from the same chunks; row i = chunk id i in both.
 - Hybrid: each ranking contributes its best `retrieval.candidates` chunks; every chunk of that pool gets both
   scores exactly, and they are fused by a convex combination of min-max normalised scores (the default,
-  measured best; see README.md, "Retrieval") or by reciprocal rank fusion.
+  measured best; see RETRIEVAL.md) or by reciprocal rank fusion.
 - Near-duplicates (the same quotation in two outlets) are shown once: the strongest passage, with the
   documents of the others in `duplicates`.
 - Answer sentences: in each passage, the sentence(s) scoring best on cosine with the question plus a weighted
@@ -13,7 +13,7 @@ confidence -> `Answer`.
   token embeddings (in context, at no extra model cost) and read from the build, so choosing them costs
   no model run at question time.
 - Confidence: the best answer sentence's score among the returned passages must reach `retrieval.min_score`
-  (calibrated on the team's question set against off-topic questions; see README.md, "Retrieval").
+  (calibrated on the team's question set against off-topic questions; see RETRIEVAL.md).
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ print("IMPORTED", code, *sorted(m for m in {heavy!r} if m in sys.modules))
 
 def test_commands_import_only_what_they_need(embedder, tmp_path):
     """--help and docs load no model library; index (int8 encoder) never imports torch or transformers, and
-    with nothing changed does not load the model at all (README, "Start-up")."""
+    with nothing changed does not load the model at all (PERFORMANCE.md, "Start-up")."""
     import os
     import shutil
     embedder.model  # the int8 export is cached (exporting is the one step that needs torch)

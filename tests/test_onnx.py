@@ -77,7 +77,7 @@ def test_export_is_cached(onnx_embedder):
 
 
 def test_idle_workers_do_not_spin_and_a_question_runs_on_one(onnx_embedder):
-    # spinning ONNX Runtime workers took the CPU from the rest of each question on 2 cores (README, Performance)
+    # spinning ONNX Runtime workers took the CPU from the rest of each question on 2 cores (PERFORMANCE.md)
     model = onnx_embedder.model
     for n_texts in (1, 2):
         options = model.session_for(n_texts).get_session_options()

@@ -87,7 +87,7 @@ class _Citebot:
         self.libraries = Libraries(cfg, kb, factory=factory)
         self.ask_channels = ask_channel_ids(cfg)
         # the knowledge base's work runs on a small pool of its own: a burst of questions on the default
-        # executor's many threads fights the event loop for the GIL (measured: 269 ms stalls with 200 at once; README, "Load")
+        # executor's many threads fights the event loop for the GIL (measured: 269 ms stalls with 200 at once; SECURITY.md, "Load")
         self.pool = ThreadPoolExecutor(max_workers=cfg.bot.workers, thread_name_prefix="citebot-kb")
 
     def kb_for(self, guild_id: int | None) -> Any:
