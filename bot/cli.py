@@ -178,7 +178,7 @@ def cmd_run(kb, args) -> int:
 COMMANDS = {"index": cmd_index, "ask": cmd_ask, "chat": cmd_chat, "docs": cmd_docs, "run": cmd_run}
 # Modules that add their own sub-commands: each has add_commands(subparsers) -> {name: handler(kb, args)}.
 # Keep their top-level imports light: `citebot --help` imports them all.
-EXTENSIONS: list[str] = ["bot.cli_retrieval", "bot.cli_summary", "bot.cli_bench", "bot.discord.cli"]
+EXTENSIONS: list[str] = ["bot.cli_retrieval", "bot.cli_summary", "bot.cli_bench", "bot.discord.cli", "bot.cli_doctor"]
 
 
 def main(argv: list[str] | None = None) -> int:
