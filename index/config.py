@@ -100,6 +100,8 @@ class BotConfig:
     allow_dms: bool = False             # slash commands in direct messages (off: servers only)
     answers_kept: int = 2000            # answers whose buttons still work (after a restart too)
     max_upload_mb: float = 20.0         # largest file /upload accepts
+    watch: bool = False                 # rebuild a library when files in its documents folder change
+    watch_debounce_ms: int = 3000       # ... once the folder has been quiet this long
 
 
 @dataclass
@@ -151,7 +153,8 @@ _POSITIVE = {("chunking", "max_tokens"), ("embedding", "batch_size"), ("retrieva
              ("summary", "sentences"), ("summary", "min_words"), ("summary", "topic_per_doc"),
              ("summary", "topic_docs"), ("summary", "timeline_per_doc"), ("summary", "timeline_entries"),
              ("summary", "candidates"), ("bot", "workers"), ("bot", "max_live_views"),
-             ("bot", "answers_kept"), ("servers", "max_loaded"), ("bot", "max_upload_mb")}
+             ("bot", "answers_kept"), ("servers", "max_loaded"), ("bot", "max_upload_mb"),
+             ("bot", "watch_debounce_ms")}
 _UNIT = {("retrieval", "dense_weight"), ("retrieval", "duplicate_threshold"),
          ("retrieval", "sentence_lexical_weight"), ("summary", "diversity"), ("summary", "fact_gate"),
          ("summary", "relative"), ("summary", "margin")}

@@ -103,12 +103,31 @@ class _Citebot:
         """`fn(*args, **kwargs)` on the bot's worker pool, awaited without blocking the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
 
+    def start_watching(self) -> asyncio.Task:
+        """bot.watch: rebuild each library (the default one, and every mapped server's) when its folder changes."""
+        from index.libraries import library_config
+        from index.watch import watch_libraries
+        folders: dict = {}
+        for guild_id in self.cfg.servers.libraries:
+            folders.setdefault(library_config(self.cfg, guild_id).docs_dir,
+                               functools.partial(self.libraries.get, guild_id))
+        if self.cfg.servers.default != "none":
+            folders.setdefault(self.cfg.docs_dir, lambda: self.libraries.default)
+        self._watch_stop = asyncio.Event()
+        self.watcher = asyncio.create_task(watch_libraries(folders, self.cfg.bot.watch_debounce_ms,
+                                                           self._watch_stop))
+        return self.watcher
+
     async def close(self) -> None:
         """Finish saving the latest answers (their buttons must work after the restart), disconnect, then let the
         worker pool go (work under way finishes; queued work is dropped)."""
         answers = getattr(self, "answers", None)
         if answers is not None:
             await answers.flush()
+        watcher = getattr(self, "watcher", None)
+        if watcher is not None:
+            self._watch_stop.set()
+            await asyncio.gather(watcher, return_exceptions=True)
         await super().close()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -125,6 +144,8 @@ class _Citebot:
                 await self.load_extension(name)
         if not self.cfg.bot.allow_dms:
             restrict_to_servers(self.tree)
+        if self.cfg.bot.watch:
+            self.start_watching()
         if self.cfg.bot.sync_on_start:
             synced = await self.tree.sync()
             log.info("synced %d slash commands globally (bot.sync_on_start)", len(synced))
