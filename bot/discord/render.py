@@ -216,7 +216,8 @@ def help_embed(info: dict | None, ask_channels: Sequence[int] = (), error: str |
     else:
         embed.add_field(name="Index", value=trim(escape(error or "not built yet"), 500), inline=False)
     usage = ["`/ask question` — quoted passages with sources (filters: document, after, before; private)",
-             "`/sources` — the indexed documents", "`/reindex` — update the index (Manage Server)",
+             "`/sources` — the indexed documents",
+             "`/reindex`, `/upload`, `/remove` — update the index, add or delete documents (Manage Server)",
              "Mention me with a question to get the answer in a thread."]
     if ask_channels:
         usage.append("Every message in " + ", ".join(f"<#{c}>" for c in ask_channels) + " is a question.")

@@ -18,7 +18,7 @@ from bot.discord.text import OPTION_LABEL, one_line, trim
 from index.answer import Answer, Passage
 
 log = logging.getLogger("citebot.discord")
-CONTEXT_TIMEOUT = 600.0  # seconds the source menu under a context message stays active
+CONTEXT_TIMEOUT = 600.0  # seconds the source menu under a context message stays active (bot.view_timeout_seconds)
 THANKS = {1: "👍 Thanks — noted that these sources helped.", -1: "👎 Thanks — noted that these sources did not help."}
 
 
@@ -123,9 +123,10 @@ class AnswerView(discord.ui.View):
     are persistent (AnswerButton): the view itself is only the answer's state, kept by AnswerRegistry."""
 
     def __init__(self, kb: Any, answer: Answer, per_page: int, key: str | None = None,
-                 offload: Offload = asyncio.to_thread):
+                 offload: Offload = asyncio.to_thread, menu_timeout: float = CONTEXT_TIMEOUT):
         super().__init__(timeout=None)
         self.kb, self.answer, self.per_page, self.offload = kb, answer, per_page, offload
+        self.menu_timeout = menu_timeout
         self.key = key or new_answer_key()
         self.pages = page_count(len(answer.passages), per_page)
         self._next_page: dict[int, int] = {}
@@ -171,7 +172,7 @@ class AnswerView(discord.ui.View):
         shown = self.shown
         embed = await load_context(self.kb, *shown[0], offload=self.offload)
         if len(shown) > 1:
-            view = ContextView(self.kb, shown, timeout=CONTEXT_TIMEOUT, offload=self.offload)
+            view = ContextView(self.kb, shown, timeout=self.menu_timeout, offload=self.offload)
             view.message = await interaction.followup.send(embed=embed, view=view, ephemeral=True, wait=True,
                                                            allowed_mentions=NO_MENTIONS)
         else:
@@ -198,6 +199,7 @@ class AnswerRegistry:
 
     def __init__(self, bot: Any, per_page: int, capacity: int):
         self.bot, self.per_page, self.capacity = bot, per_page, max(1, capacity)
+        self.menu_timeout = float(bot.cfg.bot.view_timeout_seconds)  # the source menu under Show context
         self._views: OrderedDict[str, AnswerView] = OrderedDict()
         self._saving: set[asyncio.Task] = set()
 
@@ -206,7 +208,7 @@ class AnswerRegistry:
 
     def add(self, answer: Answer, kb: Any) -> AnswerView:
         """The buttons of a new answer from library `kb`; it is saved there in the background."""
-        view = AnswerView(kb, answer, self.per_page, offload=self.bot.offload)
+        view = AnswerView(kb, answer, self.per_page, offload=self.bot.offload, menu_timeout=self.menu_timeout)
         self._remember(view)
         task = asyncio.get_running_loop().create_task(self._save(view))
         self._saving.add(task)
@@ -240,7 +242,8 @@ class AnswerRegistry:
         answer = await self.bot.offload(kb.load_answer, key)
         if answer is None:
             return None
-        view = AnswerView(kb, answer, self.per_page, key=key, offload=self.bot.offload)
+        view = AnswerView(kb, answer, self.per_page, key=key, offload=self.bot.offload,
+                          menu_timeout=self.menu_timeout)
         self._remember(view)
         return view
 
