@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -41,8 +42,10 @@ CREATE INDEX chunks_hash ON chunks(hash);
 CREATE TABLE sentences (chunk_id INTEGER PRIMARY KEY, spans TEXT NOT NULL, vectors BLOB NOT NULL);
 """
 SENTENCE_DTYPE = np.float16  # sentence vectors: unit length, half precision (cosine error < 0.001)
+log = logging.getLogger(__name__)
 FAISS_FILE = "vectors.faiss"
 SQLITE_FILE = "index.sqlite"
+CALIBRATION_FILE = "calibration.json"
 
 
 class IndexMissing(Exception):
@@ -241,6 +244,7 @@ class Snapshot:
         self.info = {r["key"]: json.loads(r["value"]) for r in self.query("SELECT key, value FROM build_info")}
         self._keyword = None
         self._keyword_lock = threading.Lock()
+        self._calibration: dict | None = None
         self.has_sentences = bool(self.query(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sentences'"))
 
@@ -290,6 +294,25 @@ class Snapshot:
     def document_text(self, doc_id: int) -> str:
         rows = self.query("SELECT text FROM documents WHERE id = ?", (doc_id,))
         return rows[0]["text"] if rows else ""
+
+    def document_slice(self, doc_id: int, start: int, end: int) -> str:
+        """Characters [start, end) of a document's cleaned text (what lies between two chunks)."""
+        if end <= start:
+            return ""
+        rows = self.query("SELECT substr(text, ?, ?) AS part FROM documents WHERE id = ?", (start + 1, end - start, doc_id))
+        return rows[0]["part"] if rows else ""
+
+    @property
+    def calibration(self) -> dict | None:
+        """The confidence calibration recorded with this build (`index.calibration`), or None."""
+        if self._calibration is None:
+            path = self.path / CALIBRATION_FILE
+            try:
+                self._calibration = json.loads(path.read_text()) if path.exists() else {}
+            except (OSError, ValueError) as exc:
+                log.warning("calibration of %s unreadable (%s); using the default confidence cut", self.path, exc)
+                self._calibration = {}
+        return self._calibration or None
 
     def document(self, doc: str):
         """The cleaned `Document` `doc` (path relative to the docs folder) as this build stored it, or None."""
