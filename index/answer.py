@@ -12,7 +12,7 @@ class Passage:
     chunk_id: int
     doc: str                      # path relative to the docs folder
     title: str
-    date: dt.date | None
+    date: dt.date | None          # a `documents.YearOnly` (shown "2018") when only the year is known
     url: str | None
     location: str                 # "p. 3", "§ Findings", "lines 12–18"
     text: str                     # the chunk text, verbatim from the cleaned document

@@ -33,6 +33,7 @@ from index import answering
 from index.answer import Answer, Passage
 from index.chunking import split_sentences
 from index.config import RetrievalConfig
+from index.documents import date_from_iso, date_span
 from index.embedding import Embedder
 from index.store import Snapshot
 
@@ -187,7 +188,7 @@ class Searcher:
 
         `doc` matches, in this order: the exact path, a glob on the path (also below any folder), the same
         case-insensitively, then the title (case-insensitive). Dates are inclusive; an undated document is
-        excluded by any date bound.
+        excluded by any date bound, and a year-only date counts as that whole year.
         """
         if not filters:
             return None
@@ -204,10 +205,11 @@ class Searcher:
             docs = by_name or [d for d in docs if d.title.casefold() == raw.casefold()]
             if not docs:
                 raise NoMatchingDocuments(f"no indexed document matches '{filters.doc}'")
+        # a date known only to its year stands for the whole year: after 2018-06-01 and before it both admit 2018
         if filters.after:
-            docs = [d for d in docs if d.date and d.date >= filters.after]
+            docs = [d for d in docs if d.date and date_span(d.date)[1] >= filters.after]
         if filters.before:
-            docs = [d for d in docs if d.date and d.date <= filters.before]
+            docs = [d for d in docs if d.date and date_span(d.date)[0] <= filters.before]
         if not docs:
             raise NoMatchingDocuments("no indexed document is dated in that range"
                                       + (f" among those matching '{filters.doc}'" if filters.doc else ""))
@@ -516,7 +518,7 @@ class Searcher:
             r = rows[h.chunk_id]
             passages.append(Passage(
                 chunk_id=h.chunk_id, doc=r["doc"], title=r["title"],
-                date=dt.date.fromisoformat(r["date"]) if r["date"] else None, url=r["url"],
+                date=date_from_iso(r["date"]), url=r["url"],
                 location=r["location"], text=r["text"], start=r["start"], end=r["end"],
                 scores={**h.scores, "rank": rank}))
         folded = {} if folded is None else folded

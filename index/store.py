@@ -27,6 +27,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from index.documents import date_from_iso
+
 SCHEMA = """
 CREATE TABLE build_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE documents (
@@ -66,7 +68,7 @@ class DocInfo:
     id: int
     doc: str
     title: str
-    date: dt.date | None
+    date: dt.date | None  # a `documents.YearOnly` when only the year is known (stored as "2018")
     url: str | None
     chunks: int
     content_hash: str
@@ -277,7 +279,7 @@ class Snapshot:
 
     def documents(self) -> list[DocInfo]:
         rows = self.query("SELECT id, doc, title, date, url, n_chunks, content_hash FROM documents ORDER BY doc")
-        return [DocInfo(r["id"], r["doc"], r["title"], dt.date.fromisoformat(r["date"]) if r["date"] else None,
+        return [DocInfo(r["id"], r["doc"], r["title"], date_from_iso(r["date"]),
                         r["url"], r["n_chunks"], r["content_hash"]) for r in rows]
 
     def chunks(self, ids: Sequence[int]) -> dict[int, sqlite3.Row]:
@@ -323,7 +325,7 @@ class Snapshot:
             return None
         r = rows[0]
         return Document(doc=r["doc"], path=Path(self.info.get("docs_dir") or ".") / r["doc"], kind=r["kind"],
-                        title=r["title"], date=dt.date.fromisoformat(r["date"]) if r["date"] else None,
+                        title=r["title"], date=date_from_iso(r["date"]),
                         url=r["url"], text=r["text"], blocks=[Block(*b) for b in json.loads(r["blocks"])],
                         removed=json.loads(r["removed"]))
 

@@ -29,6 +29,7 @@ ANSWERABLE = [q for q in QUESTIONS if q.answerable]
 OFFTOPIC = [q for q in QUESTIONS if not q.answerable]
 NEWS = "2017-09-07_news-failing-to-record-one-in-four-crimes.txt"
 ROUNDUP = "2017-09-09_leicestershire-police-news-roundup-crime-recording.txt"
+REINSPECTION = "2018_hmicfrs-crime-data-integrity-reinspection-press-release.txt"
 
 
 # ---------------------------------------------------------------- pure pieces
@@ -225,7 +226,25 @@ def test_filter_by_dates_is_inclusive_and_drops_undated(kb):
     answer = kb.ask("crime recording", 10, after=dt.date(2017, 9, 7), before=dt.date(2017, 9, 9), mode="bm25")
     assert {p.doc for p in answer.passages} == {NEWS, ROUNDUP}
     answer = kb.ask("crime recording", 10, after=dt.date(2017, 9, 8))
-    assert {p.doc for p in answer.passages} == {ROUNDUP}  # the 2018 and PEEL texts are undated
+    assert {p.doc for p in answer.passages} == {ROUNDUP, REINSPECTION}  # the PEEL text is undated
+
+
+def test_a_year_only_date_is_the_whole_year_to_date_filters(kb):
+    """The 2018 press release is dated "2018" by its file name: any bound inside 2018 admits it."""
+    def docs(**bounds):
+        return {p.doc for p in kb.ask("crime recording", 10, mode="bm25", **bounds).passages}
+    for bounds in ({"after": dt.date(2018, 1, 1)}, {"after": dt.date(2018, 6, 1)}, {"after": dt.date(2018, 12, 31)},
+                   {"before": dt.date(2018, 1, 1)}, {"before": dt.date(2018, 6, 1)},
+                   {"after": dt.date(2018, 6, 1), "before": dt.date(2018, 6, 30)}):
+        assert REINSPECTION in docs(**bounds), bounds
+    assert docs(after=dt.date(2018, 6, 1)) == {REINSPECTION}
+    assert REINSPECTION not in docs(before=dt.date(2017, 12, 31))
+    from index.kb import UserError
+    with pytest.raises(UserError, match="dated in that range"):
+        kb.ask("crime", after=dt.date(2019, 1, 1))
+    passage = next(p for p in kb.ask("crime recording", 10, after=dt.date(2018, 1, 1)).passages
+                   if p.doc == REINSPECTION)
+    assert isinstance(passage.date, dt.date) and passage.to_json()["date"] == "2018"
 
 
 def test_filters_that_match_nothing_are_user_errors(kb):
@@ -243,7 +262,7 @@ def test_filters_combine_document_and_date(kb):
     answer = kb.ask("crime", 3, doc="2017-*", before=dt.date(2017, 6, 1))
     assert {p.doc for p in answer.passages} == {"2017-03-02_hmic-effectiveness-requires-improvement.txt"}
     with pytest.raises(UserError, match="among those matching"):
-        kb.ask("crime", doc="2018_*", after=dt.date(2017, 1, 1))
+        kb.ask("crime", doc="2018_*", before=dt.date(2017, 12, 31))
 
 
 def test_keyword_index_is_the_matrix_bm25s_itself_builds(monkeypatch):
