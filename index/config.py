@@ -44,7 +44,8 @@ class ChunkingConfig:
 class RetrievalConfig:
     top_k: int = 5
     mode: str = "hybrid"
-    min_score: float = 0.29             # best answer-sentence score for a confident answer (calibrated)
+    min_score: float = 0.0              # confidence cut; 0 = this index's own, calibrated at build time
+    calibrate: bool = True              # calibrate the confidence cut of each build (index.calibration)
     answer_sentences: int = 2
     fusion: str = "convex"              # "convex" (weighted min-max scores) or "rrf" (reciprocal rank fusion)
     dense_weight: float = 0.5           # convex fusion: weight of the dense score (1 - it for BM25)
@@ -181,6 +182,8 @@ def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
         raise ConfigError(f"config: {name} = {value!r}; expected 0 (by the index's size) or a search depth above 0")
     if (section, key) == ("vectors", "exact_below") and value < 0:
         raise ConfigError(f"config: {name} = {value!r}; expected a number of chunks, 0 or more (0: always HNSW)")
+    if (section, key) == ("retrieval", "min_score") and not 0.0 <= value <= 2.0:
+        raise ConfigError(f"config: {name} = {value!r}; expected 0 (calibrated per index) or a cut above 0 (up to 2)")
     if (section, key) == ("chunking", "overlap_sentences") and not 0 <= value <= 3:
         raise ConfigError(f"config: {name} = {value!r}; expected 0 to 3")
     return value

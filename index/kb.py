@@ -396,7 +396,7 @@ class KnowledgeBase:
         self._check_model(searcher)
         cfg = sm.summary_config(self.cfg)
         scored = sm.topic_sentences(searcher, text, self._vectors(), searcher.snap.document, cfg)
-        return text, scored, cfg, self.cfg.retrieval.min_score
+        return text, scored, cfg, searcher.min_score
 
     def topic_summary(self, topic: str):
         """The sentences of each document that speaks to `topic`, grouped by document, newest first

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+
+from index.documents import date_from_iso
 
 SCHEMA = """
 CREATE TABLE build_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -41,8 +44,10 @@ CREATE INDEX chunks_hash ON chunks(hash);
 CREATE TABLE sentences (chunk_id INTEGER PRIMARY KEY, spans TEXT NOT NULL, vectors BLOB NOT NULL);
 """
 SENTENCE_DTYPE = np.float16  # sentence vectors: unit length, half precision (cosine error < 0.001)
+log = logging.getLogger(__name__)
 FAISS_FILE = "vectors.faiss"
 SQLITE_FILE = "index.sqlite"
+CALIBRATION_FILE = "calibration.json"
 
 
 class IndexMissing(Exception):
@@ -63,7 +68,7 @@ class DocInfo:
     id: int
     doc: str
     title: str
-    date: dt.date | None
+    date: dt.date | None  # a `documents.YearOnly` when only the year is known (stored as "2018")
     url: str | None
     chunks: int
     content_hash: str
@@ -241,6 +246,7 @@ class Snapshot:
         self.info = {r["key"]: json.loads(r["value"]) for r in self.query("SELECT key, value FROM build_info")}
         self._keyword = None
         self._keyword_lock = threading.Lock()
+        self._calibration: dict | None = None
         self.has_sentences = bool(self.query(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sentences'"))
 
@@ -273,7 +279,7 @@ class Snapshot:
 
     def documents(self) -> list[DocInfo]:
         rows = self.query("SELECT id, doc, title, date, url, n_chunks, content_hash FROM documents ORDER BY doc")
-        return [DocInfo(r["id"], r["doc"], r["title"], dt.date.fromisoformat(r["date"]) if r["date"] else None,
+        return [DocInfo(r["id"], r["doc"], r["title"], date_from_iso(r["date"]),
                         r["url"], r["n_chunks"], r["content_hash"]) for r in rows]
 
     def chunks(self, ids: Sequence[int]) -> dict[int, sqlite3.Row]:
@@ -291,6 +297,25 @@ class Snapshot:
         rows = self.query("SELECT text FROM documents WHERE id = ?", (doc_id,))
         return rows[0]["text"] if rows else ""
 
+    def document_slice(self, doc_id: int, start: int, end: int) -> str:
+        """Characters [start, end) of a document's cleaned text (what lies between two chunks)."""
+        if end <= start:
+            return ""
+        rows = self.query("SELECT substr(text, ?, ?) AS part FROM documents WHERE id = ?", (start + 1, end - start, doc_id))
+        return rows[0]["part"] if rows else ""
+
+    @property
+    def calibration(self) -> dict | None:
+        """The confidence calibration recorded with this build (`index.calibration`), or None."""
+        if self._calibration is None:
+            path = self.path / CALIBRATION_FILE
+            try:
+                self._calibration = json.loads(path.read_text()) if path.exists() else {}
+            except (OSError, ValueError) as exc:
+                log.warning("calibration of %s unreadable (%s); using the default confidence cut", self.path, exc)
+                self._calibration = {}
+        return self._calibration or None
+
     def document(self, doc: str):
         """The cleaned `Document` `doc` (path relative to the docs folder) as this build stored it, or None."""
         from index.documents import Block, Document
@@ -300,7 +325,7 @@ class Snapshot:
             return None
         r = rows[0]
         return Document(doc=r["doc"], path=Path(self.info.get("docs_dir") or ".") / r["doc"], kind=r["kind"],
-                        title=r["title"], date=dt.date.fromisoformat(r["date"]) if r["date"] else None,
+                        title=r["title"], date=date_from_iso(r["date"]),
                         url=r["url"], text=r["text"], blocks=[Block(*b) for b in json.loads(r["blocks"])],
                         removed=json.loads(r["removed"]))
 

@@ -206,6 +206,17 @@ def test_documents_embed_lists_title_date_chunks_and_file_paged():
     assert_limits(render.documents_embed([doc(n, title="x" * 3000) for n in range(30)], 0))
 
 
+def test_a_year_only_date_is_shown_as_the_year():
+    from index.documents import YearOnly
+    assert render.date_text(YearOnly(2018)) == "2018" and render.date_text(None) == "undated"
+    field = render.answer_embed(answer([passage(1, date=YearOnly(2018))])).to_dict()["fields"][0]
+    assert field["value"].startswith("2018 · lines 1–6 · `report-1.txt`")
+    p = passage(2, date=YearOnly(2018))
+    assert render.context_embed(2, p, p.text, "loc").footer.text == "loc · 2018"
+    listed = render.documents_embed([doc(1, date=YearOnly(2018))], 0).description
+    assert listed.startswith("**1. Document 1**\n2018 · 1 chunks") and "2018-01-01" not in listed
+
+
 def test_help_embed_shows_what_the_bot_knows():
     info = {"documents": 5, "chunks": 26, "built_at": "2024-05-01T10:00:00+00:00", "model": "all-MiniLM-L6-v2"}
     fields = {f.name: f.value for f in render.help_embed(info, [42]).fields}

@@ -152,8 +152,13 @@ def test_timeline_orders_by_document_date_with_undated_last(kb):
     first_2017 = next(i for i, e in enumerate(entries) if e.date and e.date.year == 2017)
     first_2018 = next(i for i, e in enumerate(entries) if e.doc == REINSPECTION or "2018" in e.text)
     assert first_2017 < first_2018
-    assert entries[first_2018].date is None  # the 2018 release carries no date: not placed by guesswork
+    # the 2018 release has no date in its text; its file name "2018_…" places it in 2018, as a year only
+    assert entries[first_2018].doc == REINSPECTION and entries[first_2018].date.isoformat() == "2018"
     assert all(e.location and e.title for e in entries)
+    entries = kb.timeline("public contact").entries
+    assert [e.doc for e in entries if e.date is None] == [e.doc for e in entries[-2:]] == [PEEL, PEEL]
+    dated = [e.date for e in entries if e.date]
+    assert dated == sorted(dated) and any(e.date.isoformat() == "2018" for e in entries[:-2])
 
 
 # ---------------------------------------------------------------- bad input
@@ -252,7 +257,7 @@ def cli(kb, embedder, monkeypatch):
 def test_cli_summary_and_timeline(cli, capsys, kb):
     assert cli("summary", "re-inspection", "--json") == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"doc", "title", "date", "sentences"} and out["doc"] == REINSPECTION and out["date"] is None
+    assert set(out) == {"doc", "title", "date", "sentences"} and out["doc"] == REINSPECTION and out["date"] == "2018"
     assert all(set(s) == {"text", "location"} for s in out["sentences"])
     assert cli("summary", EFFECTIVENESS, "--sentences", "5") == 0
     text = capsys.readouterr().out
@@ -261,17 +266,19 @@ def test_cli_summary_and_timeline(cli, capsys, kb):
     out = json.loads(capsys.readouterr().out)
     assert out["topic"] == "crime recording" and out["entries"]
     assert all(set(e) == {"date", "doc", "title", "text", "location"} for e in out["entries"])
-    assert out["entries"][-1]["date"] is None
+    assert out["entries"][-1]["date"] == "2018"  # the year-only date of the 2018 release, the newest
 
 
 def test_terminal_formats(kb):
     from bot.cli_summary import format_summary, format_timeline, format_topic
     text = format_timeline(kb.timeline("crime recording"))
-    assert text.index("2017-09-07") < text.index("undated") and "[1] “" in text
+    assert text.index("2017-09-07") < text.index("\n2018        Leicestershire") and "[1] “" in text
+    text = format_timeline(kb.timeline("public contact"))
+    assert text.index("\n2018  ") < text.index("\nundated") and "2018-01-01" not in text
     text = format_topic(kb.topic_summary("domestic abuse"))
     assert "newest first" in text and " 1. " in text
     text = format_summary(kb.summary(REINSPECTION))
-    assert text.startswith("Leicestershire Police’s crime-recording progress") and "undated" in text
+    assert text.startswith("Leicestershire Police’s crime-recording progress") and f"{REINSPECTION} · 2018\n" in text
 
 
 def test_cli_bad_input(cli, capsys):

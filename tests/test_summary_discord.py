@@ -66,7 +66,7 @@ async def test_summary_of_a_report_defers_then_sends_numbered_quotes(kb):
     embed = out["embed"]
     assert out["allowed_mentions"] is NO_MENTIONS and len(embed) <= 6000
     assert "[1]" in embed.description and "inadequate" in embed.description and "8,300" in embed.description
-    assert REINSPECTION in embed.fields[0].value and "undated" in embed.fields[0].value
+    assert REINSPECTION in embed.fields[0].value and embed.fields[0].value.startswith("2018 · ")  # dated by its name
     assert embed.fields[1].name == "Where" and "[1] line" in embed.fields[1].value
 
 
@@ -127,7 +127,13 @@ async def test_topic_summary_and_timeline(kb):
     await SummaryCog.timeline.callback(cog, it, topic="crime recording")
     embed = sent(it)["embed"]
     names = [f.name for f in embed.fields]
-    assert names[0].startswith("2017-") and names[-1].startswith("undated")
+    assert names[0].startswith("2017-") and names[-1].startswith("2018 · ")  # the 2018 release: a year only
+    assert "listed last" not in embed.footer.text and len(embed) <= 6000
+    it = interaction()
+    await SummaryCog.timeline.callback(cog, it, topic="public contact")
+    embed = sent(it)["embed"]
+    names = [f.name for f in embed.fields]
+    assert names[0].startswith("2017-") and names[-1].startswith("undated")  # the PEEL article has no date
     assert "listed last" in embed.footer.text and len(embed) <= 6000
 
 
