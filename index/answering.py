@@ -40,6 +40,7 @@ WEIGHTS = np.array([14.7104, -0.7790, 9.7476, 0.0682, 2.8036, 2.2546, 1.1908, 1.
                     -0.2802, -0.2374, 4.3352, 0.2909, 3.5681, -0.7257, -1.6751])
 TITLE_PENALTY = 1e3          # a title line is never the answer
 LEXICAL_WEIGHT = 0.2         # evidence = cosine + this x share of the question's words (the confidence score)
+MIN_TERMS = 3                # ... in full for questions of at least this many words
 
 _QUESTION_TYPES = (
     ("number", re.compile(r"\b(how (many|much|long|old|far|large|big|tall|high|often|fast|deep)|what (percentage|"
@@ -141,12 +142,13 @@ def score(features: np.ndarray, weights: np.ndarray = WEIGHTS) -> np.ndarray:
     return features @ weights - TITLE_PENALTY * features[:, FEATURES.index("title")]
 
 
-def evidence(features: np.ndarray, lexical_weight: float = LEXICAL_WEIGHT) -> np.ndarray:
+def evidence(features: np.ndarray, lexical_weight: float = LEXICAL_WEIGHT, terms: int = 3) -> np.ndarray:
     """cosine + lexical_weight x share of the question's words: the confidence score of each sentence (title
-    lines excluded)."""
+    lines excluded). A question of fewer than MIN_TERMS words gets that share in proportion (one word found in
+    a sentence is weak evidence that the sentence answers anything: "clear", "hello")."""
     if not len(features):
         return np.zeros(0)
-    ev = features[:, 0] + lexical_weight * features[:, 1]
+    ev = features[:, 0] + lexical_weight * features[:, 1] * min(1.0, terms / MIN_TERMS)
     return np.where(features[:, FEATURES.index("title")] > 0, -1.0, ev)
 
 

@@ -29,7 +29,7 @@ BANK_FILE = Path(__file__).resolve().parent / "data" / "generic_questions.txt"
 PSEUDO_QUESTIONS = 150
 BANK_QUANTILE = 0.98
 PSEUDO_QUANTILE = 0.10
-VERSION = 1
+VERSION = 2
 _WORD = re.compile(r"[^\W_]+(?:[’'][^\W_]+)?")
 
 

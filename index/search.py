@@ -42,7 +42,7 @@ SHINGLE = 5              # words per shingle for near-duplicate detection
 ANSWER_DUPLICATE = 0.8   # answer sentences sharing this share of shingles say the same thing
 SENTENCE_CACHE = 20000   # chunks whose sentence vectors are kept in memory
 RUNNER_UP = 1.0          # a second answer sentence is highlighted when its logit is within this of the best
-MERGE_MAX = 6            # chunks merged into one passage at most
+MERGE_MAX = 3            # chunks merged into one passage at most
 MERGE_GAP = 2            # characters between two chunks of one document that still make them adjacent
 LEGACY_MIN_SCORE = 0.29  # the confidence cut of an index built before calibration (measured on docs/ only)
 
@@ -326,7 +326,7 @@ class Searcher:
         folded: dict = {}
         passages = self._passages(hits[: 3 * k + 5], folded)  # enough to fill k after folding and merging
         self.pick_answer_sentences(question, qvec, passages)
-        passages.sort(key=lambda p: -p.scores["answer"])
+        passages.sort(key=lambda p: -p.scores["answer"])  # measured: better than adding the fused score
         # fold again on the answer sentences themselves: no two sources say the same thing
         passages = collapse_duplicates(passages, self.cfg.duplicate_threshold, folded)[:k]
         for p in passages:
@@ -362,7 +362,7 @@ class Searcher:
                 continue  # a window beside a passage already as long as it may get: not another source
             self._absorb(into, p, doc_of[p.chunk_id])
             for q in touching[1:]:  # a bridge: the passages on both sides become one
-                if len(into.parts) + len(q.parts) <= MERGE_MAX and self._touch(into, q):
+                if self._touch(into, q):  # even past MERGE_MAX: two sources must not be neighbours
                     self._absorb(into, q, doc_of[p.chunk_id])
                     kept.remove(q)
         return kept
@@ -489,6 +489,7 @@ class Searcher:
         runner-up when it scores nearly as well; a fragment is joined to the sentence it belongs to. Sets the
         passage's scores "answer" (the scorer's best logit) and "sentence" (its best evidence: cosine + 0.2 x
         the share of the question's words)."""
+        terms = len(set(self.snap.keyword.analyzer(question)))
         for p, (spans, features, titles) in zip(passages, self.sentence_features(question, qvec, passages)):
             if not spans:
                 p.answer_spans, p.scores["answer"], p.scores["sentence"] = [], -1e9, 0.0
@@ -501,7 +502,7 @@ class Searcher:
                 chosen.append(int(order[1]))
             p.answer_spans = join_fragments(sorted(spans[i] for i in chosen), spans, p.text)
             p.scores["answer"] = float(logit[order[0]])
-            p.scores["sentence"] = float(answering.evidence(features, self.cfg.sentence_lexical_weight).max())
+            p.scores["sentence"] = float(answering.evidence(features, self.cfg.sentence_lexical_weight, terms).max())
 
     def candidates(self, question: str, k: int | None = None, mode: str | None = None) -> tuple[np.ndarray, list[Passage]]:
         """The question's vector and its folded and merged passages before answer sentences are chosen (what

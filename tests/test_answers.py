@@ -156,3 +156,9 @@ def test_bank_is_shipped_and_generic():
 def test_threshold_rule():
     assert calibration.threshold([0.1] * 90 + [0.3] * 10, [0.9] * 20) == pytest.approx(0.3)
     assert calibration.threshold([0.5] * 100, [0.4] * 20) == 0.4  # never above the corpus's own questions
+
+
+@pytest.mark.parametrize("junk", ["clear", "hello", "thanks"])
+def test_one_word_is_not_a_confident_question(kb, junk):
+    """One word found in a sentence is weak evidence: a single word gets a third of the lexical share."""
+    assert not kb.ask(junk, 3).confident
