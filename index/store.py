@@ -504,8 +504,9 @@ class AnswerStore:
             raw = json.loads(zlib.decompress(row[0]))
             passages = []
             for p in raw.pop("passages"):
-                p["date"] = dt.date.fromisoformat(p["date"]) if p.get("date") else None
+                p["date"] = date_from_iso(p.get("date"))  # "2018": a YearOnly
                 p["answer_spans"] = [tuple(s) for s in p.get("answer_spans", [])]
+                p["parts"] = [tuple(x) for x in p.get("parts", [])]
                 passages.append(Passage(**p))
             return Answer(passages=passages, **raw)
         except (ValueError, TypeError, KeyError, zlib.error):  # written by another version: as if expired

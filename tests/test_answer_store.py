@@ -25,6 +25,17 @@ def test_an_answer_is_read_back_whole_and_only_the_newest_are_kept(tmp_path):
     assert again.get(f"{3:016x}") == make(3) and again.get("missing") is None
 
 
+def test_a_year_only_date_and_merged_parts_come_back_as_they_were(tmp_path):
+    from index.documents import YearOnly
+    answer = make(1)
+    answer.passages[0].date = YearOnly(2018)
+    answer.passages[0].parts = [(1, 0, 9), (2, 9, 20)]
+    store = AnswerStore(tmp_path)
+    store.put("k", answer)
+    again = store.get("k")
+    assert again == answer and isinstance(again.passages[0].date, YearOnly)
+
+
 def test_an_unreadable_entry_is_as_if_expired(tmp_path):
     store = AnswerStore(tmp_path)
     store.put("k", make(1))

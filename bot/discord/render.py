@@ -244,8 +244,8 @@ _STAGE_UNITS = {"chunking": "documents", "embedding": "passages"}
 def progress_text(stage: str, done: int, total: int) -> str:
     """The /reindex reply while a build runs, e.g. '⏳ Reindexing… embedding 40/120 passages'."""
     if total > 0:
-        return f"⏳ Reindexing… {stage} {done}/{total} {_STAGE_UNITS.get(stage, '')}".rstrip()
-    return f"⏳ Reindexing… {stage}"
+        return trim(f"⏳ Reindexing… {stage} {done}/{total} {_STAGE_UNITS.get(stage, '')}".rstrip(), CONTENT)
+    return trim(f"⏳ Reindexing… {stage}", CONTENT)
 
 
 def reindex_text(report: Any) -> str:
