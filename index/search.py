@@ -8,12 +8,13 @@ confidence -> `Answer`.
   measured best; see RETRIEVAL.md) or by reciprocal rank fusion.
 - Near-duplicates (the same quotation in two outlets) are shown once: the strongest passage, with the
   documents of the others in `duplicates`.
-- Answer sentences: in each passage, the sentence(s) scoring best on cosine with the question plus a weighted
-  share of the question's words they contain. Sentence vectors are pooled at build time from the chunk's own
-  token embeddings (in context, at no extra model cost) and read from the build, so choosing them costs
-  no model run at question time.
-- Confidence: the best answer sentence's score among the returned passages must reach `retrieval.min_score`
-  (calibrated on the team's question set against off-topic questions; see RETRIEVAL.md).
+- One source per place: chunks of one document that overlap or adjoin are merged into one passage.
+- Answer sentences: every sentence of the pool is scored by `index.answering` (a fitted linear scorer over
+  corpus-independent features); each passage highlights its best, and the passages are ordered by it. Sentence
+  vectors are pooled at build time from the chunk's own token embeddings (in context, at no extra model cost)
+  and read from the build, so choosing them costs no model run at question time.
+- Confidence: the best sentence's evidence (cosine + a weighted share of the question's words) must reach the
+  index's own cut, calibrated when it was built (`index.calibration`), or `retrieval.min_score` when set.
 """
 
 from __future__ import annotations
