@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", help="the question, or - to read one question per line from stdin")
     p.add_argument("-k", type=_positive, default=None, help="number of passages (default: retrieval.top_k)")
     p.add_argument("--json", action="store_true", help="print the answer as JSON (one object per line)")
-    p.add_argument("--doc", help="only this document (path relative to the docs folder, or a glob)")
+    p.add_argument("--doc", help="only this document: its path relative to the docs folder, a part of its file "
+                   "name or title (as for `summary`), or a glob")
     p.add_argument("--after", type=_date, help="only documents dated on or after YYYY-MM-DD")
     p.add_argument("--before", type=_date, help="only documents dated on or before YYYY-MM-DD")
     p.add_argument("--mode", choices=("dense", "bm25", "hybrid"),
@@ -181,7 +182,7 @@ def cmd_run(kb, args) -> int:
 COMMANDS = {"index": cmd_index, "ask": cmd_ask, "chat": cmd_chat, "docs": cmd_docs, "run": cmd_run}
 # Modules that add their own sub-commands: each has add_commands(subparsers) -> {name: handler(kb, args)}.
 # Keep their top-level imports light: `citebot --help` imports them all.
-EXTENSIONS: list[str] = ["bot.cli_retrieval", "bot.cli_summary", "bot.cli_bench", "bot.discord.cli"]
+EXTENSIONS: list[str] = ["bot.cli_retrieval", "bot.cli_summary", "bot.cli_bench", "bot.discord.cli", "bot.cli_doctor"]
 
 
 def main(argv: list[str] | None = None) -> int:

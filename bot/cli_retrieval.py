@@ -12,9 +12,9 @@ MODES = ("dense", "bm25", "hybrid")
 def add_commands(sub) -> dict:
     """Add `eval` to the `citebot` sub-commands; returns {"eval": handler}."""
     p = sub.add_parser("eval", help="measure retrieval (nDCG@10, Recall@10/100, MRR@10) on a BEIR dataset folder, "
-                       "or top-3 hit rate on a question set (.jsonl) over the docs folder")
+                       "or answers (doc hit, answer@1/@3, confidence) on a question set (.jsonl) over the docs folder")
     p.add_argument("dataset", metavar="DATASET", help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv) "
-                   "or a question set .jsonl (question, docs, phrase)")
+                   "or a question set .jsonl (question, doc/docs, answers/phrase, answerable)")
     p.add_argument("--mode", action="append", metavar="MODE",
                    help="dense, bm25 or hybrid (repeat or comma-separate; default: all three). Variants: "
                         "hybrid:rrf, hybrid:convex:W (W = dense weight)")
@@ -22,6 +22,8 @@ def add_commands(sub) -> dict:
     p.add_argument("--limit", type=int, metavar="N", help="only the first N queries (a quick look)")
     p.add_argument("--split", default="test", help="qrels split (default: test)")
     p.add_argument("--halves", action="store_true", help="also nDCG@10 on alternate halves of the queries")
+    p.add_argument("--foreign", metavar="FILE", help="with a question set: another corpus's questions, each of "
+                   "which must come back not confident here (rejection rate, AUROC)")
     return {"eval": cmd_eval}
 
 
@@ -63,24 +65,25 @@ def format_beir(report: dict) -> str:
 
 
 def format_questions(report: dict, name: str) -> str:
-    rows = [f"{name}: {report['questions']} questions over the docs folder, {report['offtopic']} off-topic; "
-            f"retrieval.min_score = {report['min_score']}", "",
-            f"{'mode':<8} {'top-3 doc':>9} {'phrase top-3':>12} {'in answer':>9} {'ms':>6}  confidence (answerable | off-topic)"]
-    for mode, r in report["modes"].items():
+    rows = [f"{name}: {report['questions']} answerable questions over the docs folder, {report['unanswerable']} "
+            f"that must not be answered; confidence cut {report['min_score']:.3f}",
+            "halves a/b: the documents alternate between them (choose on one, report the other)", "",
+            f"{'mode':<7} {'part':<7} {'doc@1':>6} {'ans@1':>6} {'ans@3':>6} {'psg@1':>6} {'psg@3':>6} "
+            f"{'conf':>6} {'reject':>6} {'AUROC':>6}"]
+    def pct(v): return "     –" if v is None else f"{v:>6.3f}"
+    for mode, r in report["results"].items():
+        for part in ("all", "half_a", "half_b"):
+            m = r[part]
+            rows.append(f"{mode if part == 'all' else '':<7} {part.replace('half_', 'half '):<7} "
+                        f"{pct(m['doc_hit@1'])} {pct(m['answer@1'])} {pct(m['answer@3'])} "
+                        f"{pct(m['passage_answer@1'])} {pct(m['passage_answer@3'])} {pct(m['confident'])} "
+                        f"{pct(m.get('rejected'))} {pct(m.get('auroc'))}")
         c = r["confidence"]
-        a, o = c["answerable"], c["offtopic"]
-        dist = (f"{a.get('min', 0):.2f}/{a.get('median', 0):.2f}/{a.get('max', 0):.2f} | "
-                f"{o.get('min', 0):.2f}/{o.get('median', 0):.2f}/{o.get('max', 0):.2f}" if a and o else "")
-        rows.append(f"{mode:<8} {r['top3_hit_rate']:>9.1%} {r['phrase_in_top3']:>12.1%} "
-                    f"{r['phrase_in_answer_sentences']:>9.1%} {r['median_ms'] or 0:>6.0f}  {dist}  "
-                    f"(best cut {c['threshold_fit']}; confident {c['answerable_confident']:.0%} of answerable, "
-                    f"not confident {c['offtopic_not_confident']:.0%} of off-topic)")
-        for miss in r["misses"]:
-            rows.append(f"         miss: {miss}")
-    s = report["answer_sentences"]
-    rows.append("")
-    rows.append("answer sentence contains the phrase (passages that contain it: %d): %s" % (
-        s.get("passages", 0), ", ".join(f"{k} {v:.0%}" for k, v in s.items() if k != "passages")))
+        a, u = c["answerable"], c["unanswerable"]
+        if a and u:
+            rows.append(f"{'':<7} confidence min/median/max: answerable {a['min']:.2f}/{a['median']:.2f}/"
+                        f"{a['max']:.2f}, unanswerable {u['min']:.2f}/{u['median']:.2f}/{u['max']:.2f} "
+                        f"(best cut {c['threshold_fit']}); median {r['median_ms']} ms a question")
     return "\n".join(rows)
 
 
@@ -96,11 +99,12 @@ def cmd_eval(kb, args) -> int:
             if bad:
                 raise CliError(f"unknown mode {bad[0]}; a question set takes dense, bm25 or hybrid")
             questions = load_questions(path)
+            foreign = load_questions(args.foreign) if args.foreign else []
             if not kb.has_index():  # otherwise the live index is used as it is (run `citebot index` to update it)
                 kb.build(progress=_progress())
             searcher = kb.searcher()
             kb._check_model(searcher)
-            report = evaluate_questions(searcher, questions, modes)
+            report = evaluate_questions(searcher, questions, modes, foreign, progress=_progress())
             report["dataset"] = path.name
             print(json.dumps(report, indent=1) if args.json else format_questions(report, path.name))
             return 0

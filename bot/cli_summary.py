@@ -6,6 +6,8 @@ import argparse
 import json
 import textwrap
 
+from bot.quotes import in_quotes
+
 WIDTH = 100
 
 
@@ -89,7 +91,7 @@ def format_timeline(result) -> str:
     lines = [f"Timeline: {result.topic}", ""]
     for i, e in enumerate(result.entries, 1):
         lines.append(f"{_date(e.date):<10}  {e.title} — {e.doc}, {e.location}")
-        lines.append(textwrap.fill(f"[{i}] “{' '.join(e.text.split())}”", width=WIDTH, initial_indent="            ",
+        lines.append(textwrap.fill(f"[{i}] {in_quotes(' '.join(e.text.split()))}", width=WIDTH, initial_indent="            ",
                                    subsequent_indent="            "))
     if any(e.date is None for e in result.entries):
         lines += ["", "undated: the document carries no date of its own; it is listed last, not placed by guesswork"]

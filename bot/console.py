@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 from typing import TextIO
 
+from bot.quotes import in_quotes
 from index.answer import Answer, Passage, excerpt
 
 BOLD, YELLOW, DIM, RESET = "\033[1m", "\033[33m", "\033[2m", "\033[0m"
@@ -42,7 +43,7 @@ def format_answer(answer: Answer, color: bool = False) -> str:
     if answer.confident:
         best = answer.passages[0]
         quote = best.answer_text or best.text[:300]
-        out.append(_style(f"“{' '.join(quote.split())}” [1]", BOLD, color))
+        out.append(_style(f"{in_quotes(' '.join(quote.split()))} [1]", BOLD, color))
         out.append("")
         shown = answer.passages
     else:

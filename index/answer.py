@@ -12,7 +12,7 @@ class Passage:
     chunk_id: int
     doc: str                      # path relative to the docs folder
     title: str
-    date: dt.date | None
+    date: dt.date | None          # a `documents.YearOnly` (shown "2018") when only the year is known
     url: str | None
     location: str                 # "p. 3", "§ Findings", "lines 12–18"
     text: str                     # the chunk text, verbatim from the cleaned document
@@ -22,11 +22,17 @@ class Passage:
     scores: dict[str, float] = field(default_factory=dict)              # dense, bm25, fused, sentence
     duplicates: list[str] = field(default_factory=list)                 # docs of near-duplicates folded in
     duplicate_ids: list[int] = field(default_factory=list)
+    parts: list[tuple[int, int, int]] = field(default_factory=list, repr=False)  # (chunk id, start, end) merged
 
     @property
     def answer_text(self) -> str:
-        """The answer sentence(s), joined with a space."""
-        return " ".join(self.text[s:e] for s, e in self.answer_spans)
+        """The answer sentence(s), joined with a space, or with " … " where text between them is left out."""
+        out = ""
+        for n, (s, e) in enumerate(self.answer_spans):
+            if n:
+                out += " " if not self.text[self.answer_spans[n - 1][1]:s].strip() else " … "
+            out += self.text[s:e]
+        return out
 
     def to_json(self) -> dict:
         return {

@@ -233,6 +233,14 @@ class KeywordIndex:
         vocab = self.retriever.vocab_dict
         return [t for t in self.analyzer(query) if t in vocab]
 
+    def idf(self, terms) -> np.ndarray:
+        """BM25's inverse document frequency of each analysed term in this index (Lucene's form,
+        log(1 + (N - df + 0.5) / (df + 0.5))); a term the index does not hold gets the IDF of df = 0."""
+        indptr = self.retriever.scores["indptr"]
+        vocab = self.retriever.vocab_dict
+        df = np.array([indptr[vocab[t] + 1] - indptr[vocab[t]] if t in vocab else 0 for t in terms], dtype=np.float64)
+        return np.log1p((self.size - df + 0.5) / (df + 0.5))
+
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk for `query` (float32, length = number of chunks); all 0 without a known term."""
         terms = self.query_terms(query)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import datetime as dt
 import json
 import logging
@@ -18,8 +19,8 @@ from index.config import Config
 from index.documents import DocumentStream, LoadError
 from index.embedding import Embedder
 from index.backends import open_root
-from index.store import (SENTENCE_DTYPE, BuildWriter, IndexMismatch, IndexMissing, IndexRoot, Snapshot,
-                         search_depth)
+from index.store import (CALIBRATION_FILE, SENTENCE_DTYPE, BuildWriter, IndexMismatch, IndexMissing, IndexRoot,
+                         Snapshot, search_depth)
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,14 @@ class BuildReport:
     reused: int = 0
     seconds: float = 0.0
     build_dir: Path | None = None
+    calibration: float | None = None  # the confidence cut calibrated for this build
 
     def summary_line(self) -> str:
         return (f"files: {len(self.added)} added, {len(self.changed)} changed, {len(self.removed)} removed, "
                 f"{len(self.skipped)} skipped, {len(self.unchanged)} unchanged; chunks: {self.embedded} embedded, "
-                f"{self.reused} reused, {self.chunks} in index; {self.seconds:.1f} s")
+                f"{self.reused} reused, {self.chunks} in index; "
+                + (f"confidence cut {self.calibration:.3f} (calibrated); " if self.calibration is not None else "")
+                + f"{self.seconds:.1f} s")
 
 
 def build_info(cfg: Config, dim: int, index_type: str) -> dict:
@@ -207,11 +211,15 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
         KeywordIndex.build(writer.chunk_texts()).save(build_dir / BM25_DIR)
 
         reusable: dict[str, int] = {}
+        old_hashes = old.size if old is not None else -1
         if reuse_ok:
             reusable = old.chunk_ids_by_hash(sorted(set(hashes)))
         # with nothing to embed, the model need not load: the old build knows the dimension
         dim = int(old.info["dim"]) if reuse_ok and all(h in reusable for h in hashes) else embedder.dim
 
+        # the same chunks as the build before (nothing embedded, added or removed): its calibration still holds
+        unchanged = bool(reuse_ok and all(h in reusable for h in hashes) and old_hashes == len(hashes))
+        old_calibration = old.calibration if old is not None else None
         index, index_type = new_vector_index(len(hashes), dim, root.vectors_config(cfg.vectors))
         _embed_and_write(hashes, reusable, old, embedder, index, writer, report, progress)
         del hashes, reusable
@@ -231,6 +239,9 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
         writer.finish(info, index)
         del index
         hooks.get("written", lambda: None)()
+        if cfg.retrieval.calibrate:
+            progress("calibrating", 0, 0)
+            report.calibration = _calibrate(cfg, embedder, build_dir, old_calibration if unchanged else None)
         root.publish(build_dir)
     except BaseException:
         writer.close()
@@ -243,6 +254,26 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
     report.seconds = time.perf_counter() - started
     progress("done", 1, 1)
     return report
+
+
+def _calibrate(cfg: Config, embedder: Embedder, build_dir: Path, previous: dict | None) -> float | None:
+    """Calibrate the new build's confidence cut (`index.calibration`) and record it in the build; the previous
+    build's result when the chunks are the same and it was made by this calibration."""
+    from index import calibration
+    from index.search import Searcher
+    if previous and previous.get("version") == calibration.VERSION:
+        result = previous
+    else:
+        snap = Snapshot(build_dir)
+        try:
+            result = calibration.calibrate(Searcher(snap, embedder, dataclasses.replace(cfg.retrieval, min_score=0.0)))
+        finally:
+            snap.close()
+    path = build_dir / CALIBRATION_FILE
+    calibration.write(path, result)
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+    return result.get("threshold")
 
 
 def _embed_and_write(hashes: list[str], reusable: dict[str, int], old: Snapshot | None, embedder: Embedder,

@@ -45,7 +45,8 @@ class ChunkingConfig:
 class RetrievalConfig:
     top_k: int = 5
     mode: str = "hybrid"
-    min_score: float = 0.29             # best answer-sentence score for a confident answer (calibrated)
+    min_score: float = 0.0              # confidence cut; 0 = this index's own, calibrated at build time
+    calibrate: bool = True              # calibrate the confidence cut of each build (index.calibration)
     answer_sentences: int = 2
     fusion: str = "convex"              # "convex" (weighted min-max scores) or "rrf" (reciprocal rank fusion)
     dense_weight: float = 0.5           # convex fusion: weight of the dense score (1 - it for BM25)
@@ -114,6 +115,26 @@ class BotConfig:
     view_timeout_seconds: float = 600.0
     workers: int = 1
     max_live_views: int = 1000
+    allow_dms: bool = False             # slash commands in direct messages (off: servers only)
+    answers_kept: int = 2000            # answers whose buttons still work (after a restart too)
+    max_upload_mb: float = 20.0         # largest file /upload accepts
+    watch: bool = False                 # rebuild a library when files in its documents folder change
+    watch_debounce_ms: int = 3000       # ... once the folder has been quiet this long
+
+
+@dataclass
+class ServerLibrary:
+    """One server's own library ([servers.<guild id>] in config.toml)."""
+    docs: str
+    index: str
+
+
+@dataclass
+class ServersConfig:
+    """Which library each Discord server answers from."""
+    default: str = "default"            # unmapped servers (and DMs): "default" library, or "none" (refused)
+    max_loaded: int = 4                 # server libraries kept loaded at once; the least recently used goes
+    libraries: dict = field(default_factory=dict)  # guild id -> ServerLibrary
 
 
 @dataclass
@@ -127,6 +148,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     milvus: MilvusConfig = field(default_factory=MilvusConfig)
     bot: BotConfig = field(default_factory=BotConfig)
+    servers: ServersConfig = field(default_factory=ServersConfig)
     base_dir: Path = field(default_factory=Path.cwd)
 
     @property
@@ -164,6 +186,7 @@ _CHOICES = {
     ("embedding", "backend"): ("torch", "onnx-int8"),
     ("retrieval", "fusion"): ("convex", "rrf"),
     ("vectors", "storage"): ("float32", "float16"),
+    ("servers", "default"): ("default", "none"),
     ("store", "backend"): ("faiss", "milvus"),
 }
 _MILVUS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -172,7 +195,9 @@ _POSITIVE = {("chunking", "max_tokens"), ("embedding", "batch_size"), ("retrieva
              ("vectors", "hnsw_m"), ("vectors", "ef_construction"),
              ("summary", "sentences"), ("summary", "min_words"), ("summary", "topic_per_doc"),
              ("summary", "topic_docs"), ("summary", "timeline_per_doc"), ("summary", "timeline_entries"),
-             ("summary", "candidates"), ("bot", "workers"), ("bot", "max_live_views")}
+             ("summary", "candidates"), ("bot", "workers"), ("bot", "max_live_views"),
+             ("bot", "answers_kept"), ("servers", "max_loaded"), ("bot", "max_upload_mb"),
+             ("bot", "watch_debounce_ms")}
 _UNIT = {("retrieval", "dense_weight"), ("retrieval", "duplicate_threshold"),
          ("retrieval", "sentence_lexical_weight"), ("summary", "diversity"), ("summary", "fact_gate"),
          ("summary", "relative"), ("summary", "margin")}
@@ -199,6 +224,8 @@ def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
         raise ConfigError(f"config: {name} = {value!r}; expected 0 (by the index's size) or a search depth above 0")
     if (section, key) == ("vectors", "exact_below") and value < 0:
         raise ConfigError(f"config: {name} = {value!r}; expected a number of chunks, 0 or more (0: always HNSW)")
+    if (section, key) == ("retrieval", "min_score") and not 0.0 <= value <= 2.0:
+        raise ConfigError(f"config: {name} = {value!r}; expected 0 (calibrated per index) or a cut above 0 (up to 2)")
     if (section, key) == ("milvus", "collection") and not _MILVUS_NAME.fullmatch(value):
         raise ConfigError(f"config: {name} = {value!r}; expected a Milvus name: a letter or _, then letters, digits"
                           " or _ (at most 128)")
@@ -241,6 +268,8 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
             continue
         if not isinstance(values, dict):
             raise ConfigError(f"config: {section} must be a table ([{section}])")
+        if section == "servers":
+            values = _server_libraries(cfg.servers, values)
         _apply(sections[section], section, values)
     for name, obj in sections.items():
         prefix = f"CITEBOT_{name.upper()}_"
@@ -249,8 +278,32 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     return cfg
 
 
+def _server_libraries(servers: ServersConfig, values: dict[str, Any]) -> dict[str, Any]:
+    """Take the [servers.<guild id>] tables out of [servers] into `servers.libraries`; returns the other keys."""
+    rest = {}
+    for key, value in values.items():
+        if not isinstance(value, dict):
+            if key == "libraries":
+                raise ConfigError("config: servers.libraries is not a key; map a server with a "
+                                  "[servers.<guild id>] table holding docs and index")
+            rest[key] = value
+            continue
+        if not key.isdigit():
+            raise ConfigError(f"config: [servers.{key}]: expected a server (guild) id such as "
+                              "[servers.123456789012345678]")
+        for name in ("docs", "index"):
+            if not isinstance(value.get(name), str) or not value[name].strip():
+                raise ConfigError(f"config: servers.{key}.{name} = {value.get(name)!r}; expected a folder path "
+                                  "(text)")
+        unknown = set(value) - {"docs", "index"}
+        if unknown:
+            log.warning("config: unknown key(s) %s in [servers.%s] ignored", ", ".join(sorted(unknown)), key)
+        servers.libraries[int(key)] = ServerLibrary(value["docs"].strip(), value["index"].strip())
+    return rest
+
+
 def _apply(obj: Any, section: str, values: dict[str, Any], source: str = "config") -> None:
-    known = {f.name for f in dataclasses.fields(obj)}
+    known = {f.name for f in dataclasses.fields(obj)} - {"libraries"}
     for key, value in values.items():
         if key not in known:
             log.warning("%s: unknown key %s.%s ignored", source, section, key)

@@ -13,7 +13,7 @@ import tempfile
 import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class Document:
     path: Path
     kind: str
     title: str
-    date: dt.date | None
+    date: dt.date | None         # a `YearOnly` when only the year is known (a file named "2018_…")
     url: str | None
     text: str
     blocks: list[Block]
@@ -216,7 +216,7 @@ def _read_pdf(path: Path) -> tuple[list[RawLine], dict]:
                 meta["_title"] = str(info.title).strip()
             try:
                 if info.creation_date:
-                    meta["_date"] = info.creation_date.date().isoformat()
+                    meta["_date_weak"] = info.creation_date.date().isoformat()
             except Exception:  # malformed date strings are common in PDFs
                 pass
         lines = []
@@ -319,16 +319,106 @@ def find_date(text: str) -> tuple[dt.date, int, int] | None:
     return best
 
 
+class YearOnly(dt.date):
+    """A date known only to its year (a file named `2018_…`, front matter `date: 2018`).
+
+    It is a `datetime.date` (1 January of the year), so it sorts and compares as the start of that year, but it
+    is written, stored and shown as the year alone ("2018"); a date filter takes it as the whole year
+    (`date_span`). Arithmetic and `replace` give plain dates."""
+    __slots__ = ()
+
+    def __new__(cls, year, *_):
+        if isinstance(year, (bytes, str)):  # pickle and copy pass the packed state of the date
+            return super().__new__(cls, year)
+        return super().__new__(cls, year, 1, 1)
+
+    def isoformat(self) -> str:
+        return f"{self.year:04d}"
+
+    __str__ = isoformat
+
+    def __repr__(self) -> str:
+        return f"YearOnly({self.year})"
+
+    def __format__(self, spec: str) -> str:  # f"{d}" and f"{d:<10}" give the year; strftime codes work as usual
+        return super().__format__(spec) if "%" in spec else format(self.isoformat(), spec)
+
+    def __add__(self, other):
+        return dt.date(self.year, 1, 1).__add__(other)
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return dt.date(self.year, 1, 1).__sub__(other)
+
+    def replace(self, *args, **kwargs) -> dt.date:
+        return dt.date(self.year, 1, 1).replace(*args, **kwargs)
+
+
+def date_span(date: dt.date) -> tuple[dt.date, dt.date]:
+    """The first and last day a date stands for: the whole year for a `YearOnly`, else the day itself."""
+    if isinstance(date, YearOnly):
+        return dt.date(date.year, 1, 1), dt.date(date.year, 12, 31)
+    return date, date
+
+
+_YEAR = re.compile(r"\s*(\d{4})\s*")
+
+
+def date_from_iso(value: str | None) -> dt.date | None:
+    """A date as `isoformat` wrote it (and the index stores it): "2018-08-01", or "2018" for a `YearOnly`."""
+    if not value:
+        return None
+    if len(value) == 4 and value.isdigit():
+        return YearOnly(int(value))
+    return dt.date.fromisoformat(value)
+
+
 def parse_date(value) -> dt.date | None:
-    """A front-matter or metadata date (date, datetime or string) as a date, or None if it has none."""
-    if value is None or value == "":
+    """A front-matter or metadata date (date, datetime or string) as a date, or None if it has none; a year
+    alone (2018 or "2018") is a `YearOnly`."""
+    if value is None or value == "" or isinstance(value, bool):
         return None
     if isinstance(value, dt.datetime):
         return value.date()
     if isinstance(value, dt.date):
         return value
+    year = _YEAR.fullmatch(str(value))
+    if year and 1 <= int(year[1]) <= 9999:
+        return YearOnly(int(year[1]))
     found = find_date(str(value))
     return found[0] if found else None
+
+
+# A date in a file name: a whole date (2017-09-07, 2017_09_07, 2017.09.07, 20170907), else a year (2018), each
+# standing alone (at the start or end of the name or between characters that are neither letters nor digits, so
+# that "report-50", "v20180907b" or "1920x1080" are not read as dates). Only years from 1900 to next year count.
+_NAME_EDGE_BEFORE, _NAME_EDGE_AFTER = r"(?<![^\W_])", r"(?![^\W_])"
+_NAME_DATES = [re.compile(_NAME_EDGE_BEFORE + r"(\d{4})([-_.])(\d{1,2})\2(\d{1,2})" + _NAME_EDGE_AFTER),
+               re.compile(_NAME_EDGE_BEFORE + r"(\d{4})()(\d{2})(\d{2})" + _NAME_EDGE_AFTER)]
+_NAME_YEAR = re.compile(_NAME_EDGE_BEFORE + r"((?:19|20)\d{2})" + _NAME_EDGE_AFTER)
+
+
+def date_from_name(name: str) -> dt.date | None:
+    """The date a file name carries (extension ignored): the first whole date in it, else the first year
+    alone as a `YearOnly`, else None. Years outside 1900 to next year and impossible days are not dates."""
+    stem = PurePosixPath(name).stem
+    latest = dt.date.today().year + 1
+    found = []
+    for pattern in _NAME_DATES:
+        for m in pattern.finditer(stem):
+            year, month, day = int(m[1]), int(m[3]), int(m[4])
+            if 1900 <= year <= latest:
+                try:
+                    found.append((m.start(), dt.date(year, month, day)))
+                except ValueError:
+                    continue
+    if found:
+        return min(found, key=lambda f: f[0])[1]
+    for m in _NAME_YEAR.finditer(stem):
+        if int(m[1]) <= latest:
+            return YearOnly(int(m[1]))
+    return None
 
 
 # ---------------------------------------------------------------- cleaning
@@ -471,9 +561,22 @@ def read_file(path: Path) -> tuple[list[RawLine], dict]:
     return lines, meta
 
 
+def _settle_date(meta: dict, found: dict, lines: list[RawLine], name: str) -> dt.date | None:
+    """A document's date, from the most deliberate source to the least: the front matter or sidecar (the
+    sidecar's wins), the file's declared publication date (HTML meta), the text (a dateline, else the first date
+    in its first 400 lines), the file name (`2017-09-07_…`, `2018_…`: someone chose it), and last the creation
+    date a PDF or Word file carries (often when it was exported or converted, not published)."""
+    date = parse_date(meta.get("date")) or parse_date(meta.get("_date")) or found.get("date")
+    if date is None:
+        hit = find_date("\n".join(l.text for l in lines[:400]))
+        date = hit[0] if hit else None
+    return date or date_from_name(name) or parse_date(meta.get("_date_weak"))
+
+
 def make_document(doc_id: str, path: Path, lines: list[RawLine], meta: dict,
                   common: frozenset[str] = frozenset()) -> Document:
-    """Clean `lines` and settle the metadata: front matter/sidecar first, then the file, then the text."""
+    """Clean `lines` and settle the metadata: front matter/sidecar first, then the file, then the text (the date:
+    `_settle_date`)."""
     kind = SUPPORTED[path.suffix.lower()]
     kept, removed, found = clean_lines(lines, common)
     if not kept:
@@ -490,11 +593,7 @@ def make_document(doc_id: str, path: Path, lines: list[RawLine], meta: dict,
     if not title:
         title = next((k.text for k in kept if len(k.text.split()) >= 3), kept[0].text)
     title = _title_from(re.sub(r"\s+", " ", str(title)).strip())
-    date = parse_date(meta.get("date")) or parse_date(meta.get("_date")) or found.get("date")
-    if date is None:
-        raw_text = "\n".join(l.text for l in lines[:400])
-        hit = find_date(raw_text)
-        date = hit[0] if hit else parse_date(meta.get("_date_weak"))
+    date = _settle_date(meta, found, lines, path.name)
     url = meta.get("url") or meta.get("_url") or found.get("url")
     return Document(doc=doc_id, path=path, kind=kind, title=title, date=date,
                     url=str(url) if url else None, text=text, blocks=blocks, removed=removed)

@@ -216,29 +216,60 @@ def evaluate_beir(path: str | Path, cfg, embedder, modes: Sequence[str] = ("dens
             "model": cfg.embedding.model, "results": results}
 
 
-# ---------------------------------------------------------------- the team's question set
+# ---------------------------------------------------------------- question sets with answers
 
 @dataclass
 class Question:
-    """A question in a user's words, the document(s) that answer it and a phrase the answer must contain.
-    Without documents it is off-topic: the documents cannot answer it."""
+    """A question in a user's words, the document(s) that answer it and the string(s) an answer must contain.
+    Without documents, or with `answerable` false, the documents cannot answer it."""
     question: str
     docs: list[str] = field(default_factory=list)
-    phrase: str | None = None
+    answers: list[str] = field(default_factory=list)
     topic: str | None = None
+    answerable_flag: bool | None = None
 
     @property
     def answerable(self) -> bool:
-        return bool(self.docs)
+        return bool(self.docs) if self.answerable_flag is None else self.answerable_flag
+
+    @property
+    def phrase(self) -> str | None:
+        """The first gold string (the team's set has exactly one per question)."""
+        return self.answers[0] if self.answers else None
 
 
 def load_questions(path: str | Path) -> list[Question]:
+    """A question file: one JSON object a line with `question`, and `docs` (list) or `doc` (a file name),
+    `answers` (gold strings) or `phrase` (one), optionally `answerable` (false: must not be answered)."""
     out = []
     for n, row in enumerate(_read_jsonl(Path(path)), 1):
-        if not isinstance(row, dict) or not row.get("question"):
+        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
             raise DatasetError(f"{Path(path).name} line {n}: expected an object with a 'question'")
-        out.append(Question(row["question"], list(row.get("docs") or []), row.get("phrase"), row.get("topic")))
+        docs = row.get("docs") or ([row["doc"]] if row.get("doc") else [])
+        answers = row.get("answers") or ([row["phrase"]] if row.get("phrase") else [])
+        if not isinstance(docs, list) or not isinstance(answers, list):
+            raise DatasetError(f"{Path(path).name} line {n}: 'docs' and 'answers' must be lists")
+        flag = row.get("answerable")
+        out.append(Question(row["question"], [str(d) for d in docs], [str(a) for a in answers if str(a).strip()],
+                            row.get("topic"), None if flag is None else bool(flag)))
     return out
+
+
+def split_half(questions: Sequence[Question]) -> dict[str, list[Question]]:
+    """Two halves by document (article): the distinct first documents in sorted order alternate between half
+    a and half b, so no document is in both; questions without a document alternate by position. Choose a
+    setting on one half, report it on the other."""
+    firsts = sorted({sorted(q.docs)[0] for q in questions if q.docs})
+    side = {d: "ab"[i % 2] for i, d in enumerate(firsts)}
+    halves: dict[str, list[Question]] = {"a": [], "b": []}
+    loose = 0
+    for q in questions:
+        if q.docs:
+            halves[side[sorted(q.docs)[0]]].append(q)
+        else:
+            halves["ab"[loose % 2]].append(q)
+            loose += 1
+    return halves
 
 
 def calibrate(answerable: Sequence[float], offtopic: Sequence[float]) -> float:
@@ -253,6 +284,18 @@ def calibrate(answerable: Sequence[float], offtopic: Sequence[float]) -> float:
     return round(good[len(good) // 2], 2)
 
 
+def auroc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
+    """Area under the ROC curve: the chance that a random positive scores above a random negative (ties
+    count half); None without both kinds."""
+    if not len(positive) or not len(negative):
+        return None
+    pos, neg = np.sort(np.asarray(positive, float)), np.asarray(negative, float)
+    below = np.searchsorted(pos, neg, side="left")   # positives strictly below each negative
+    ties = np.searchsorted(pos, neg, side="right") - below
+    wins = (len(pos) - below - ties).sum() + 0.5 * ties.sum()
+    return float(wins / (len(pos) * len(neg)))
+
+
 def _summary(values: Sequence[float]) -> dict:
     if not values:
         return {}
@@ -260,71 +303,102 @@ def _summary(values: Sequence[float]) -> dict:
             "max": round(max(values), 3)}
 
 
+def _contains(text: str, answers: Sequence[str]) -> bool:
+    low = text.casefold()
+    return any(a.casefold() in low for a in answers)
+
+
+@dataclass
+class _Outcome:
+    """What one question got: the measures that `answer_metrics` averages."""
+    question: Question
+    doc_hit1: bool = False
+    doc_hit3: bool = False
+    answer1: bool = False
+    answer3: bool = False
+    passage1: bool = False
+    passage3: bool = False
+    confident: bool = False
+    confidence: float = 0.0
+    ms: float = 0.0
+
+
+def ask_outcome(searcher, q: Question, mode: str, top: int = 3) -> _Outcome:
+    """Ask `q` and record what the reader sees: the top document, the highlighted sentences, confidence."""
+    answer = searcher.search(q.question, top, mode=mode)
+    out = _Outcome(q, confident=answer.confident, confidence=searcher.confidence(answer.passages),
+                   ms=answer.elapsed_ms)
+    ps = answer.passages
+    if q.docs:
+        def right(p): return p.doc in q.docs or any(d in q.docs for d in p.duplicates)
+        out.doc_hit1 = bool(ps) and right(ps[0])
+        out.doc_hit3 = any(right(p) for p in ps[:3])
+    if q.answers:
+        out.answer1 = bool(ps) and _contains(ps[0].answer_text, q.answers)
+        out.answer3 = any(_contains(p.answer_text, q.answers) for p in ps[:3])
+        out.passage1 = bool(ps) and _contains(ps[0].text, q.answers)
+        out.passage3 = any(_contains(p.text, q.answers) for p in ps[:3])
+    return out
+
+
+def answer_metrics(outcomes: Sequence[_Outcome], rejected: Sequence[_Outcome] = ()) -> dict:
+    """Rates over the answerable outcomes, and rejection rate and AUROC against the ones that must not be
+    answered (`rejected`: off-topic or foreign questions)."""
+    n = max(len(outcomes), 1)
+    def rate(attr): return round(sum(getattr(o, attr) for o in outcomes) / n, 4)
+    out = {"questions": len(outcomes), "doc_hit@1": rate("doc_hit1"), "doc_hit@3": rate("doc_hit3"),
+           "answer@1": rate("answer1"), "answer@3": rate("answer3"),
+           "passage_answer@1": rate("passage1"), "passage_answer@3": rate("passage3"),
+           "confident": rate("confident")}
+    if rejected:
+        out["unanswerable"] = len(rejected)
+        out["rejected"] = round(sum(not o.confident for o in rejected) / len(rejected), 4)
+        roc = auroc([o.confidence for o in outcomes], [o.confidence for o in rejected])
+        out["auroc"] = None if roc is None else round(roc, 4)
+    return out
+
+
 def evaluate_questions(searcher, questions: Sequence[Question], modes: Sequence[str] = ("dense", "bm25", "hybrid"),
-                       top: int = 3, sentence_weights: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)) -> dict:
-    """Top-`top` document hit rate and phrase rates per mode, confidence distributions, and the answer-sentence
-    choice for several lexical weights (on the configured mode's passages)."""
+                       foreign: Sequence[Question] = (), top: int = 3,
+                       progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Answer quality per mode on a question set over the searcher's index, for all questions and for each
+    half of `split_half` (by document): doc hit@1/@3, answer@1/@3 (a gold string inside the highlighted
+    sentences of the top / top-3 passages), passage-answer@1/@3 (anywhere in those passages), the confident
+    rate; against the unanswerable questions (`answerable: false`, no document, or `foreign`: another
+    corpus's questions, all unanswerable here) the rejection rate and the AUROC of the confidence score.
+
+    Returns {"questions", "unanswerable", "min_score", "results": {mode: {"all": {...}, "half_a": {...},
+    "half_b": {...}, "median_ms", "confidence": {...}, "misses": [...]}}}."""
+    progress = progress or (lambda stage, done, total: None)
     answerable = [q for q in questions if q.answerable]
-    offtopic = [q for q in questions if not q.answerable]
-    report: dict = {"questions": len(answerable), "offtopic": len(offtopic), "modes": {}}
+    unanswerable = [q for q in questions if not q.answerable] + [
+        Question(q.question, [], [], q.topic, False) for q in foreign]
+    halves = split_half(answerable + unanswerable)
+    report: dict = {"questions": len(answerable), "unanswerable": len(unanswerable),
+                    "min_score": threshold_of(searcher), "results": {}}
+    everything = answerable + unanswerable
     for mode in modes:
-        hits = phrase_in_passages = phrase_in_answer = 0
-        misses, ms = [], []
-        conf_pos, conf_neg = [], []
-        for q in answerable:
-            answer = searcher.search(q.question, top, mode=mode)
-            ms.append(answer.elapsed_ms)
-            conf_pos.append(searcher.confidence(answer.passages))
-            docs = [p.doc for p in answer.passages]
-            if any(d in q.docs for d in docs):
-                hits += 1
-            else:
-                misses.append(q.question)
-            phrase = (q.phrase or "").casefold()
-            relevant = [p for p in answer.passages if p.doc in q.docs and phrase in p.text.casefold()]
-            if relevant:
-                phrase_in_passages += 1
-                if phrase in relevant[0].answer_text.casefold():
-                    phrase_in_answer += 1
-        for q in offtopic:
-            answer = searcher.search(q.question, top, mode=mode)
-            conf_neg.append(searcher.confidence(answer.passages))
-        report["modes"][mode] = {
-            "top3_hit_rate": hits / max(len(answerable), 1), "misses": misses,
-            "phrase_in_top3": phrase_in_passages / max(len(answerable), 1),
-            "phrase_in_answer_sentences": phrase_in_answer / max(phrase_in_passages, 1),
-            "median_ms": round(statistics.median(ms), 1) if ms else None,
-            "confidence": {"answerable": _summary(conf_pos), "offtopic": _summary(conf_neg),
-                           "threshold_fit": calibrate(conf_pos, conf_neg) if conf_pos and conf_neg else None,
-                           "answerable_confident": sum(c >= searcher.cfg.min_score for c in conf_pos) / max(len(conf_pos), 1),
-                           "offtopic_not_confident": sum(c < searcher.cfg.min_score for c in conf_neg) / max(len(conf_neg), 1)},
-        }
-    report["answer_sentences"] = sentence_choice(searcher, answerable, sentence_weights)
-    report["min_score"] = searcher.cfg.min_score
+        outcomes = []
+        for n, q in enumerate(everything, 1):
+            outcomes.append(ask_outcome(searcher, q, mode, top))
+            progress(f"questions ({mode})", n, len(everything))
+        pos = [o for o in outcomes if o.question.answerable]
+        neg = [o for o in outcomes if not o.question.answerable]
+        result = {"all": answer_metrics(pos, neg)}
+        for half, members in halves.items():
+            ids = {id(q) for q in members}
+            result[f"half_{half}"] = answer_metrics([o for o in pos if id(o.question) in ids],
+                                                    [o for o in neg if id(o.question) in ids])
+        result["median_ms"] = round(statistics.median(o.ms for o in outcomes), 1) if outcomes else None
+        result["confidence"] = {"answerable": _summary([o.confidence for o in pos]),
+                                "unanswerable": _summary([o.confidence for o in neg]),
+                                "threshold_fit": calibrate([o.confidence for o in pos], [o.confidence for o in neg])
+                                if pos and neg else None}
+        result["misses"] = [o.question.question for o in pos if o.question.answers and not o.answer3][:20]
+        report["results"][mode] = result
     return report
 
 
-def sentence_choice(searcher, questions: Sequence[Question], weights: Sequence[float]) -> dict:
-    """How often the answer sentence(s) contain the question's phrase, for the first sentence and for each
-    lexical weight, over the passages (from the expected documents) that contain the phrase."""
-    cases = []
-    for q in questions:
-        answer = searcher.search(q.question, 3)
-        phrase = (q.phrase or "").casefold()
-        p = next((p for p in answer.passages if p.doc in q.docs and phrase in p.text.casefold()), None)
-        if p is not None:
-            cases.append((q, p))
-    out = {"passages": len(cases)}
-    if not cases:
-        return out
-    from index.chunking import split_sentences
-    first = sum(q.phrase.casefold() in p.text[slice(*split_sentences(p.text)[0])].casefold() for q, p in cases)
-    out["first_sentence"] = first / len(cases)
-    for w in weights:
-        good = 0
-        for q, p in cases:
-            qvec = searcher.embedder.encode_query(q.question)
-            searcher.pick_answer_sentences(q.question, qvec, [p], lexical_weight=w)
-            good += q.phrase.casefold() in p.answer_text.casefold()
-        out[f"lexical_{w:g}"] = good / len(cases)
-    return out
+def threshold_of(searcher) -> float:
+    """The confidence cut the searcher applies."""
+    return float(getattr(searcher, "min_score", searcher.cfg.min_score))

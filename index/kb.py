@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import logging
+import os
+import secrets
 import threading
 import time
 import unicodedata
+from pathlib import Path
 from typing import Sequence
 
 from index.answer import Answer
@@ -16,8 +20,8 @@ from index.build import BuildError, BuildReport, Progress, build_index, open_sna
 from index.config import Config
 from index.embedding import Embedder, EmbeddingError
 from index.search import MODES, Filters, NoMatchingDocuments, Searcher
-from index.store import (BuildInProgress as _StoreBuildInProgress, DocInfo, FeedbackStore, IndexMismatch,
-                         IndexMissing, StoreUnavailable, SummaryCache)
+from index.store import (AnswerStore, BuildInProgress as _StoreBuildInProgress, DocInfo, FeedbackStore,
+                         IndexMismatch, IndexMissing, StoreUnavailable, SummaryCache)
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +58,33 @@ def clean_question(question: str, limit: int = MAX_QUESTION_CHARS) -> str:
     return text
 
 
-def user_hash(user_id: int | str, salt: str = "citebot") -> str:
-    """A stable, non-reversible stand-in for a user id, for feedback records."""
-    return hashlib.sha256(f"{salt}:{user_id}".encode()).hexdigest()[:32]
+VOTER_KEY_FILE = "voter.key"
+
+
+def voter_key(index_dir: Path) -> bytes:
+    """This install's secret for voter ids: 32 random bytes in `index_dir`/voter.key (mode 0600), made on first
+    use. Without it a voter id cannot be linked back to a member, even by someone holding the member list."""
+    path = Path(index_dir) / VOTER_KEY_FILE
+    try:
+        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        raise UserError(f"{path} is damaged (expected 64 hex digits); delete it and a new one is made") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # made by another process meanwhile
+        return voter_key(index_dir)
+    secret = secrets.token_bytes(32)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(secret.hex() + "\n")
+    return secret
+
+
+def user_hash(user_id: int | str, key: bytes) -> str:
+    """A stable stand-in for a user id in feedback records: HMAC-SHA256 of the id under the install's secret."""
+    return hmac.new(key, str(user_id).encode(), hashlib.sha256).hexdigest()
 
 
 class KnowledgeBase:
@@ -76,6 +104,8 @@ class KnowledgeBase:
         self.warm_error: str | None = None
         self.summary_cache = SummaryCache(cfg.index_dir)
         self._sentence_vectors = None  # index.summarize.SentenceVectors, made on first use
+        self._voter_key: bytes | None = None
+        self.answers = AnswerStore(cfg.index_dir, cfg.bot.answers_kept)
 
     # ------------------------------------------------------------ state
     @property
@@ -176,6 +206,8 @@ class KnowledgeBase:
         if after and before and after > before:
             raise UserError("'after' is later than 'before'")
         searcher = self.searcher()
+        if doc is not None and not any(ch in doc for ch in "*?["):
+            doc = self._resolve(searcher.docs, doc).doc  # the rule of /summary too; a glob is taken as one
         self._check_model(searcher)
         try:
             answer = searcher.search(text, k, Filters(doc, after, before), mode=mode)
@@ -211,7 +243,60 @@ class KnowledgeBase:
             hi = nl if nl >= 0 else hi
         return text[lo:hi].strip(), f"{r['doc']}, {r['location']}"
 
+    def confidence_threshold(self) -> float:
+        """The score the best answer sentence must reach for a confident answer, as the live searcher applies
+        it (an index may carry a calibrated one), else retrieval.min_score."""
+        try:
+            searcher = self.searcher()
+        except UserError:
+            return float(self.cfg.retrieval.min_score)
+        for owner in (searcher, getattr(searcher, "cfg", None)):
+            value = getattr(owner, "min_score", None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        return float(self.cfg.retrieval.min_score)
+
+    def add_upload(self, name: str, data: bytes, replace: bool = False) -> str:
+        """Store an uploaded document in the docs folder (safe name, type checked by content); returns its name.
+        The index changes with the next build."""
+        from index.uploads import UploadError, store_upload
+        try:
+            return store_upload(self.cfg.docs_dir, name, data, replace)
+        except UploadError as exc:
+            raise UserError(str(exc)) from None
+
+    def remove_document(self, name: str) -> str:
+        """Delete the document `name` stands for (see resolve_document) from the docs folder; returns its path.
+        The index changes with the next build."""
+        doc = self.resolve_document(name).doc
+        self.delete_file(doc)
+        return doc
+
+    def delete_file(self, doc: str) -> None:
+        """Delete the file `doc` (a path relative to the docs folder, never outside it), indexed or not."""
+        from index.uploads import UploadError, delete_document
+        try:
+            delete_document(self.cfg.docs_dir, doc)
+        except UploadError as exc:
+            raise UserError(str(exc)) from None
+
+    def save_answer(self, key: str, answer: Answer) -> None:
+        """Keep an answer shown with buttons under `key` (see AnswerStore), for presses after a restart."""
+        self.answers.put(key, answer)
+
+    def load_answer(self, key: str) -> Answer | None:
+        """The answer kept under `key`, or None when it has expired."""
+        return self.answers.get(key)
+
+    def voter_id(self, user_id: int | str) -> str:
+        """The id a member's votes are stored under (see `user_hash`; the secret is read once)."""
+        with self._lock:
+            if self._voter_key is None:
+                self._voter_key = voter_key(self.cfg.index_dir)
+        return user_hash(user_id, self._voter_key)
+
     def record_feedback(self, question: str, chunk_ids: Sequence[int], user_hash: str, vote: int) -> None:
+        """Store a vote; a member's later vote on the same answer replaces their earlier one."""
         if vote not in (1, -1):
             raise UserError("a vote is +1 or -1")
         rows = self.searcher().snap.chunks(list(chunk_ids))
@@ -266,7 +351,8 @@ class KnowledgeBase:
             shown = ", ".join(f"{d.doc} ({d.title[:60]})" for d in matches[:5])
             raise DocumentNotFound(f"'{name}' matches {len(matches)} documents: {shown}; give more of the name",
                                    matches, ambiguous=True)
-        hint = f"; closest: {', '.join(d.doc for d in suggestions)}" if suggestions else ""
+        hint = f"; did you mean: {', '.join(d.doc for d in suggestions)}?" if suggestions else \
+            "; list the documents with /sources or `citebot docs`"
         raise DocumentNotFound(f"no indexed document matches '{name}'{hint}", suggestions)
 
     def suggest_documents(self, text: str, limit: int = 25) -> list[DocInfo]:
@@ -321,7 +407,7 @@ class KnowledgeBase:
         self._check_model(searcher)
         cfg = sm.summary_config(self.cfg)
         scored = sm.topic_sentences(searcher, text, self._vectors(), searcher.snap.document, cfg)
-        return text, scored, cfg, self.cfg.retrieval.min_score
+        return text, scored, cfg, searcher.min_score
 
     def topic_summary(self, topic: str):
         """The sentences of each document that speaks to `topic`, grouped by document, newest first

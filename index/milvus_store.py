@@ -11,8 +11,9 @@ into two new collections and switches the alias in one call:
     <prefix>                 the alias: the live build, switched with alter_alias (atomic on the server)
     <prefix>__<build>        chunks: id (= row of the keyword index), doc_id, offsets, location, text, hash,
                              vector (FLAT below vectors.exact_below chunks, else HNSW, inner product = cosine)
-    <prefix>__<build>_meta   build info, documents (metadata, text, blocks) and each chunk's sentence spans and
-                             float16 vectors, as JSON/base64 in parts of at most PART characters
+    <prefix>__<build>_meta   build info and confidence calibration, documents (metadata, text, blocks) and each
+                             chunk's sentence spans and float16 vectors, as JSON/base64 in parts of at most
+                             PART characters
 
 A build killed before the switch leaves the alias on the old collections; its half-written collections are
 dropped by the next publish. After the switch, builds older than the previous one are dropped (the previous
@@ -25,7 +26,6 @@ build: fusion needs the BM25 score of every chunk in the candidate pool, and ans
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import logging
 import re
@@ -38,7 +38,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from index.store import (FAISS_FILE, SQLITE_FILE, DocInfo, IndexMissing, IndexRoot, Snapshot, StoreUnavailable,
+from index.documents import date_from_iso
+from index.store import (CALIBRATION_FILE, FAISS_FILE, SQLITE_FILE, DocInfo, IndexMissing, IndexRoot, Snapshot, StoreUnavailable,
                          search_depth)
 
 log = logging.getLogger(__name__)
@@ -260,6 +261,8 @@ def _upload(c, build_dir: Path, name: str, cfg) -> None:
             writer.add("text", d["id"], d["text"])
             writer.add("blocks", d["id"], json.dumps({"blocks": json.loads(d["blocks"]),
                                                       "removed": json.loads(d["removed"])}))
+        if (build_dir / CALIBRATION_FILE).exists():  # the confidence cut calibrated for this build
+            writer.add("calibration", 0, (build_dir / CALIBRATION_FILE).read_text())
         for r in con.execute("SELECT chunk_id, spans, vectors FROM sentences ORDER BY chunk_id"):
             writer.add("sent", r["chunk_id"], json.dumps([json.loads(r["spans"]),
                                                           base64.b64encode(r["vectors"]).decode()]))
@@ -337,6 +340,8 @@ class MilvusSnapshot(Snapshot):
         self._keyword_lock = threading.Lock()
         self._chunk_docs = None
         self._docs: list[dict] | None = None
+        self._calibration: dict | None = None
+        self._texts: dict[int, str] = {}
         ef = (self.info.get("vectors") or {}).get("ef_search") or 0
         self._search_params = {"metric_type": "IP", "params": {"ef": int(ef)} if ef else {}}
 
@@ -401,8 +406,20 @@ class MilvusSnapshot(Snapshot):
         return self._docs
 
     def documents(self) -> list[DocInfo]:
-        return [DocInfo(d["id"], d["doc"], d["title"], dt.date.fromisoformat(d["date"]) if d["date"] else None,
-                        d["url"], d["n_chunks"], d["content_hash"]) for d in self._doc_rows()]
+        return [DocInfo(d["id"], d["doc"], d["title"], date_from_iso(d["date"]), d["url"], d["n_chunks"],
+                        d["content_hash"]) for d in self._doc_rows()]
+
+    @property
+    def calibration(self) -> dict | None:
+        """The confidence calibration recorded with this build (`index.calibration`), or None."""
+        if self._calibration is None:
+            raw = self._blobs("calibration", [0]).get(0)
+            try:
+                self._calibration = json.loads(raw) if raw else {}
+            except ValueError as exc:
+                log.warning("calibration of %s unreadable (%s); using the default confidence cut", self.collection, exc)
+                self._calibration = {}
+        return self._calibration or None
 
     def chunks(self, ids: Sequence[int]) -> dict[int, dict]:
         """Chunk rows with their document's metadata, by chunk id (the keys `Snapshot.chunks` gives)."""
@@ -421,7 +438,21 @@ class MilvusSnapshot(Snapshot):
         return out
 
     def document_text(self, doc_id: int) -> str:
-        return self._blobs("text", [doc_id]).get(int(doc_id), "")
+        """A document's cleaned text (the last few read are kept: passages of one document are often merged)."""
+        doc_id = int(doc_id)
+        with self._lock:
+            if doc_id in self._texts:
+                return self._texts[doc_id]
+        text = self._blobs("text", [doc_id]).get(doc_id, "")
+        with self._lock:
+            self._texts[doc_id] = text
+            while len(self._texts) > 8:
+                self._texts.pop(next(iter(self._texts)))
+        return text
+
+    def document_slice(self, doc_id: int, start: int, end: int) -> str:
+        """Characters [start, end) of a document's cleaned text (what lies between two chunks)."""
+        return self.document_text(doc_id)[start:end] if end > start else ""
 
     def document(self, doc: str):
         from index.documents import Block, Document
@@ -431,7 +462,7 @@ class MilvusSnapshot(Snapshot):
         d = found[0]
         extra = json.loads(self._blobs("blocks", [d["id"]]).get(d["id"], '{"blocks": [], "removed": []}'))
         return Document(doc=d["doc"], path=Path(self.info.get("docs_dir") or ".") / d["doc"], kind=d["kind"],
-                        title=d["title"], date=dt.date.fromisoformat(d["date"]) if d["date"] else None,
+                        title=d["title"], date=date_from_iso(d["date"]),
                         url=d["url"], text=self.document_text(d["id"]),
                         blocks=[Block(*b) for b in extra["blocks"]], removed=extra["removed"])
 

@@ -8,12 +8,13 @@ confidence -> `Answer`.
   measured best; see RETRIEVAL.md) or by reciprocal rank fusion.
 - Near-duplicates (the same quotation in two outlets) are shown once: the strongest passage, with the
   documents of the others in `duplicates`.
-- Answer sentences: in each passage, the sentence(s) scoring best on cosine with the question plus a weighted
-  share of the question's words they contain. Sentence vectors are pooled at build time from the chunk's own
-  token embeddings (in context, at no extra model cost) and read from the build, so choosing them costs
-  no model run at question time.
-- Confidence: the best answer sentence's score among the returned passages must reach `retrieval.min_score`
-  (calibrated on the team's question set against off-topic questions; see RETRIEVAL.md).
+- One source per place: chunks of one document that overlap or adjoin are merged into one passage.
+- Answer sentences: every sentence of the pool is scored by `index.answering` (a fitted linear scorer over
+  corpus-independent features); each passage highlights its best, and the passages are ordered by it. Sentence
+  vectors are pooled at build time from the chunk's own token embeddings (in context, at no extra model cost)
+  and read from the build, so choosing them costs no model run at question time.
+- Confidence: the best sentence's evidence (cosine + a weighted share of the question's words) must reach the
+  index's own cut, calibrated when it was built (`index.calibration`), or `retrieval.min_score` when set.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from index import answering
 from index.answer import Answer, Passage
 from index.chunking import split_sentences
 from index.config import RetrievalConfig
+from index.documents import date_from_iso, date_span
 from index.embedding import Embedder
 from index.store import Snapshot
 
@@ -39,7 +42,10 @@ MODES = ("dense", "bm25", "hybrid")
 SHINGLE = 5              # words per shingle for near-duplicate detection
 ANSWER_DUPLICATE = 0.8   # answer sentences sharing this share of shingles say the same thing
 SENTENCE_CACHE = 20000   # chunks whose sentence vectors are kept in memory
-RUNNER_UP = 0.05         # a second answer sentence is highlighted when it scores within this of the best
+RUNNER_UP = 1.0          # a second answer sentence is highlighted when its logit is within this of the best
+MERGE_MAX = 3            # chunks merged into one passage at most
+MERGE_GAP = 2            # characters between two chunks of one document that still make them adjacent
+LEGACY_MIN_SCORE = 0.29  # the confidence cut of an index built before calibration (measured on docs/ only)
 
 
 class NoMatchingDocuments(ValueError):
@@ -141,10 +147,11 @@ def collapse_duplicates(passages: list[Passage], threshold: float, cache: dict |
     cache = {} if cache is None else cache
     kept: list[tuple[Passage, frozenset, frozenset]] = []
     for p in passages:
-        key = (p.chunk_id, tuple(p.answer_spans))
+        where = (p.chunk_id, p.start, p.end)  # a merged passage is another text than its first chunk
+        key = (*where, tuple(p.answer_spans))
         if key not in cache:
-            sh = cache[p.chunk_id] if p.chunk_id in cache else shingles(p.text)
-            cache[p.chunk_id] = sh
+            sh = cache[where] if where in cache else shingles(p.text)
+            cache[where] = sh
             cache[key] = (sh, shingles(p.answer_text) if p.answer_spans else frozenset())
         sh, ans = cache[key]
         for keeper, ksh, kans in kept:
@@ -169,8 +176,10 @@ class Searcher:
         self.embedder = embedder
         self.cfg = cfg
         self.docs = snapshot.documents()
-        # chunk id -> (sentence spans, their vectors, their analysed words: None until a question needs them)
-        self._sentences: OrderedDict[int, tuple[list[tuple[int, int]], np.ndarray, list[frozenset | None]]] = OrderedDict()
+        # chunk id -> (sentence spans, their vectors, their analysed words and facts: None until a question needs them)
+        self._sentences: OrderedDict[int, tuple[list[tuple[int, int]], np.ndarray, list[frozenset | None],
+                                                list[answering.SentenceFacts | None]]] = OrderedDict()
+        self._shingles: OrderedDict[int, frozenset[int]] = OrderedDict()  # chunk id -> its word 5-grams
         self._cache_lock = threading.Lock()
 
     # ------------------------------------------------------------ filters
@@ -179,7 +188,7 @@ class Searcher:
 
         `doc` matches, in this order: the exact path, a glob on the path (also below any folder), the same
         case-insensitively, then the title (case-insensitive). Dates are inclusive; an undated document is
-        excluded by any date bound.
+        excluded by any date bound, and a year-only date counts as that whole year.
         """
         if not filters:
             return None
@@ -196,10 +205,11 @@ class Searcher:
             docs = by_name or [d for d in docs if d.title.casefold() == raw.casefold()]
             if not docs:
                 raise NoMatchingDocuments(f"no indexed document matches '{filters.doc}'")
+        # a date known only to its year stands for the whole year: after 2018-06-01 and before it both admit 2018
         if filters.after:
-            docs = [d for d in docs if d.date and d.date >= filters.after]
+            docs = [d for d in docs if d.date and date_span(d.date)[1] >= filters.after]
         if filters.before:
-            docs = [d for d in docs if d.date and d.date <= filters.before]
+            docs = [d for d in docs if d.date and date_span(d.date)[0] <= filters.before]
         if not docs:
             raise NoMatchingDocuments("no indexed document is dated in that range"
                                       + (f" among those matching '{filters.doc}'" if filters.doc else ""))
@@ -269,51 +279,103 @@ class Searcher:
         return [Hit(int(ids[j]), float(dense[j]), float(bm25[j]), float(fused[j])) for j in order]
 
     # ------------------------------------------------------------ the answer
+    @property
+    def min_score(self) -> float:
+        """The confidence cut in force: `retrieval.min_score` when set above 0 (an override), else this index's
+        own, calibrated when it was built (`index.calibration`), else the legacy constant."""
+        if self.cfg.min_score > 0:
+            return float(self.cfg.min_score)
+        calibrated = (self.snap.calibration or {}).get("threshold")
+        return float(calibrated) if calibrated is not None else LEGACY_MIN_SCORE
+
     def search(self, question: str, k: int | None = None, filters: Filters | None = None,
-               mode: str | None = None) -> Answer:
-        """The best `k` passages for `question` (near-duplicates folded), each with answer sentence spans;
-        confident only if the evidence clears `retrieval.min_score`."""
+               mode: str | None = None, qvec: np.ndarray | None = None) -> Answer:
+        """The best `k` passages for `question`, each with its answer sentence(s) highlighted; confident only
+        if the evidence clears this index's confidence cut (`min_score`).
+
+        The retrieved pool (3k + 5 chunks) is folded (near-identical texts in two documents shown once) and
+        merged (overlapping or adjacent chunks of one document become one passage, so sources are different
+        places); every sentence of the pool is scored (`index.answering`) and the passages are ordered by their
+        best sentence, so source [1] holds the sentence most likely to answer."""
         started = time.perf_counter()
         k = k or self.cfg.top_k
         mode = mode or self.cfg.mode
         filters = filters or Filters()
         doc_ids = self.allowed_doc_ids(filters)
-        qvec = self.embedder.encode_query(question)
+        if qvec is None:
+            qvec = self.embedder.encode_query(question)
         hits = self.rank(question, mode, max(self.cfg.candidates, 3 * k), doc_ids, qvec)
-        pool = hits[: 3 * k + 5]  # enough to fill k after folding near-duplicates
-        rows = self.snap.chunks([h.chunk_id for h in pool])
-        passages = []
-        for h in pool:
-            r = rows[h.chunk_id]
-            passages.append(Passage(
-                chunk_id=h.chunk_id, doc=r["doc"], title=r["title"],
-                date=dt.date.fromisoformat(r["date"]) if r["date"] else None, url=r["url"],
-                location=r["location"], text=r["text"], start=r["start"], end=r["end"],
-                scores=h.scores))
-        # Fold near-identical texts first (cheap), so answer sentences are embedded only for passages that
-        # can be shown; then fold again on the answer sentences themselves.
         folded: dict = {}
-        passages = collapse_duplicates(passages, self.cfg.duplicate_threshold, folded)
-        shown: list[Passage] = []
-        while passages and len(shown) < k:
-            batch, passages = passages[: k - len(shown) + 1], passages[k - len(shown) + 1:]
-            self.pick_answer_sentences(question, qvec, batch)
-            shown = collapse_duplicates(shown + batch, self.cfg.duplicate_threshold, folded)
-        passages = shown[:k]
-        confident = self.confidence(passages) >= self.cfg.min_score
+        passages = self._passages(hits[: 3 * k + 5], folded)  # enough to fill k after folding and merging
+        self.pick_answer_sentences(question, qvec, passages)
+        passages.sort(key=lambda p: -p.scores["answer"])  # measured: better than adding the fused score
+        # fold again on the answer sentences themselves: no two sources say the same thing
+        passages = collapse_duplicates(passages, self.cfg.duplicate_threshold, folded)[:k]
+        for p in passages:
+            p.scores.pop("rank", None)
+        confident = self.confidence(passages) >= self.min_score
         return Answer(question, passages, confident, (time.perf_counter() - started) * 1000, mode=mode,
                       filters=filters.as_dict())
 
+    def evidence(self, question: str, qvec: np.ndarray, k: int = 3) -> float:
+        """The confidence score of `question` (its vector given) over the whole index: for calibration."""
+        return self.confidence(self.search(question, k, qvec=qvec).passages)
+
     @staticmethod
     def confidence(passages: list[Passage]) -> float:
-        """The evidence score compared with `retrieval.min_score`: the best answer sentence's score (cosine with
-        the question plus the weighted share of its words) among the passages."""
+        """The evidence score compared with the confidence cut: the best sentence's cosine with the question plus
+        0.2 x the share of the question's words it holds, among the passages."""
         return max((p.scores.get("sentence", 0.0) for p in passages), default=0.0)
 
+    # ------------------------------------------------------------ passages of one document merged
+    def merge_neighbours(self, passages: list[Passage], doc_of: dict[int, int]) -> list[Passage]:
+        """Passages in order, with each chunk that overlaps or adjoins a better-ranked passage of the same
+        document merged into it (one citation for the union of their text and lines, at most MERGE_MAX chunks;
+        a further window beside a passage that long is left out). A chunk that bridges two passages joins them."""
+        kept: list[Passage] = []
+        for p in passages:
+            p.parts = [(p.chunk_id, p.start, p.end)]
+            touching = [q for q in kept if q.doc == p.doc and self._touch(p, q)]
+            if not touching:
+                kept.append(p)
+                continue
+            into = touching[0]
+            if len(into.parts) >= MERGE_MAX:
+                continue  # a window beside a passage already as long as it may get: not another source
+            self._absorb(into, p, doc_of[p.chunk_id])
+            for q in touching[1:]:  # a bridge: the passages on both sides become one
+                if self._touch(into, q):  # even past MERGE_MAX: two sources must not be neighbours
+                    self._absorb(into, q, doc_of[p.chunk_id])
+                    kept.remove(q)
+        return kept
+
+    @staticmethod
+    def _touch(a: Passage, b: Passage) -> bool:
+        return a.start <= b.end + MERGE_GAP and b.start <= a.end + MERGE_GAP
+
+    def _absorb(self, into: Passage, p: Passage, doc_id: int) -> None:
+        """Merge passage `p` (of the same document, overlapping or adjoining) into `into`."""
+        if p.end > into.end:
+            gap = self.snap.document_slice(doc_id, into.end, p.start) if p.start > into.end else ""
+            into.text += gap + p.text[max(0, into.end - p.start):]
+            into.end = p.end
+        if p.start < into.start:
+            if into.start > p.end:
+                into.text = p.text + self.snap.document_slice(doc_id, p.end, into.start) + into.text
+            else:
+                into.text = p.text[: into.start - p.start] + into.text
+            into.start = p.start
+        into.parts.extend(p.parts)
+        into.location = merge_locations(into.location, p.location)
+        into.duplicate_ids.extend(p.duplicate_ids)
+        for d in p.duplicates:
+            if d not in into.duplicates and d != into.doc:
+                into.duplicates.append(d)
+
     # ------------------------------------------------------------ answer sentences
-    def _sentence_data(self, passages: list[Passage]) -> list[tuple[list[tuple[int, int]], np.ndarray, list[frozenset | None]]]:
-        """Per passage: sentence spans, their unit vectors and their analysed words (cached by chunk id; the
-        words of a sentence are filled in by `_sentence_terms` when a question first needs them).
+    def _sentence_data(self, passages: list[Passage]) -> list[tuple[list[tuple[int, int]], np.ndarray, list, list]]:
+        """Per chunk of `passages` (by chunk id): sentence spans, their unit vectors and their analysed words
+        (cached by chunk id; words filled in by `_sentence_terms` when a question first needs them).
 
         The vectors were pooled at build time (`Embedder.encode_passages`), so this reads them; a build made
         before they were stored gets its sentences embedded here, once per chunk."""
@@ -334,7 +396,7 @@ class Searcher:
             with self._cache_lock:
                 for p in missing:
                     sp, vecs = found[p.chunk_id]
-                    self._sentences[p.chunk_id] = (sp, vecs, [None] * len(sp))
+                    self._sentences[p.chunk_id] = (sp, vecs, [None] * len(sp), [None] * len(sp))
                 while len(self._sentences) > SENTENCE_CACHE:
                     self._sentences.popitem(last=False)
         with self._cache_lock:
@@ -345,50 +407,182 @@ class Searcher:
                 out.append(data)
             return out
 
-    def _sentence_terms(self, text: str, spans: list[tuple[int, int]], terms: list[frozenset | None],
-                        wanted: Iterable[int]) -> None:
-        """Fill in `terms[i]` (the analysed words of sentence i of `text`) for each wanted i not done yet."""
+    def passage_sentences(self, p: Passage) -> tuple[list[tuple[int, int]], np.ndarray, list[frozenset],
+                                                     list[answering.SentenceFacts]]:
+        """The sentences of a (possibly merged) passage as spans into its text, their vectors, analysed words and
+        facts (`index.answering.facts`); a sentence repeated by overlapping chunks appears once."""
+        parts = p.parts or [(p.chunk_id, p.start, p.end)]
+        # each merged chunk's text is a slice of the merged text (chunks are verbatim slices of the document)
+        stand_ins = [Passage(cid, p.doc, "", None, None, "", p.text[start - p.start:end - p.start], start, end)
+                     for cid, start, end in parts]
+        spans, vectors, terms, facts, seen = [], [], [], [], set()
         analyzer = self.snap.keyword.analyzer
-        for i in wanted:
-            if terms[i] is None:
-                s, e = spans[i]
-                terms[i] = frozenset(analyzer(text[s:e]))
+        for q, (sp, vecs, words, known) in zip(stand_ins, self._sentence_data(stand_ins)):
+            shift = q.start - p.start
+            for i, (s, e) in enumerate(sp):
+                if s + shift in seen or not 0 <= s + shift < e + shift <= len(p.text):
+                    continue
+                seen.add(s + shift)
+                if words[i] is None:
+                    words[i] = frozenset(analyzer(q.text[s:e]))
+                    known[i] = answering.facts(q.text[s:e])
+                spans.append((s + shift, e + shift))
+                vectors.append(vecs[i])
+                terms.append(words[i])
+                facts.append(known[i])
+        order = sorted(range(len(spans)), key=lambda j: spans[j])
+        dim = self.snap.index.d
+        return ([spans[j] for j in order], np.array([vectors[j] for j in order], dtype=np.float32).reshape(-1, dim),
+                [terms[j] for j in order], [facts[j] for j in order])
 
-    def sentence_scores(self, question: str, qvec: np.ndarray, vectors: np.ndarray, terms: Sequence[frozenset | None],
-                        lexical_weight: float | None = None) -> np.ndarray:
-        """cosine(sentence, question) + w * (share of the question's distinct words in the sentence); a sentence
-        whose words are not given (None) gets its cosine alone."""
-        w = self.cfg.sentence_lexical_weight if lexical_weight is None else lexical_weight
+    def sentence_scores(self, question: str, qvec: np.ndarray, vectors: np.ndarray,
+                        terms: Sequence[frozenset]) -> np.ndarray:
+        """Evidence of sentences given their vectors and analysed words: cosine with the question plus 0.2 x the
+        share of the question's words each holds (summaries and timelines rank sentences by it)."""
         cos = vectors @ qvec if len(vectors) else np.zeros(0)
-        return self._with_words(cos, frozenset(self.snap.keyword.analyzer(question)), terms, w)
-
-    @staticmethod
-    def _with_words(cos: np.ndarray, qterms: frozenset, terms: Sequence[frozenset | None], w: float) -> np.ndarray:
-        """`cos` plus w * the share of `qterms` among each sentence's words (None: its cosine alone)."""
-        if not qterms or w == 0:
+        qterms = frozenset(self.snap.keyword.analyzer(question))
+        if not qterms:
             return cos
-        lexical = np.array([len(qterms & t) / len(qterms) if t is not None else 0.0 for t in terms])
-        return cos + w * lexical
+        share = np.array([len(qterms & t) / len(qterms) for t in terms]) if len(terms) else np.zeros(0)
+        return cos + self.cfg.sentence_lexical_weight * share
 
-    def pick_answer_sentences(self, question: str, qvec: np.ndarray, passages: list[Passage],
-                              lexical_weight: float | None = None) -> None:
-        """Mark in each passage its best sentence, and a runner-up that scores nearly as well."""
-        w = self.cfg.sentence_lexical_weight if lexical_weight is None else lexical_weight
-        qterms = frozenset(self.snap.keyword.analyzer(question))  # once for all the passages
-        for p, (spans, vectors, terms) in zip(passages, self._sentence_data(passages)):
+    def question_profile(self, question: str) -> answering.QuestionProfile:
+        keyword = self.snap.keyword
+        return answering.profile(question, keyword.analyzer, keyword.idf)
+
+    def sentence_features(self, question: str, qvec: np.ndarray, passages: list[Passage]
+                          ) -> list[tuple[list[tuple[int, int]], np.ndarray, list[bool]]]:
+        """Per passage: its sentence spans, their feature matrix (`index.answering.FEATURES`) and which are title
+        lines."""
+        qp = self.question_profile(question)
+        top_bm25 = max((p.scores.get("bm25", 0.0) for p in passages), default=0.0) or 1.0
+        out = []
+        for p in passages:
+            spans, vectors, terms, facts = self.passage_sentences(p)
+            titles = [p.start + s == 0 and answering.is_title_line(p.text[s:e], 0, p.title) for s, e in spans]
+            features = answering.sentence_features(qp, facts, terms, vectors @ qvec if spans else np.zeros(0), titles,
+                                                   p.scores.get("dense", 0.0), p.scores.get("bm25", 0.0) / top_bm25,
+                                                   p.scores.get("rank", 0))
+            out.append((spans, features, titles))
+        return out
+
+    def pick_answer_sentences(self, question: str, qvec: np.ndarray, passages: list[Passage]) -> None:
+        """Score every sentence of `passages` (`index.answering`) and mark in each its best sentence, and the
+        runner-up when it scores nearly as well; a fragment is joined to the sentence it belongs to. Sets the
+        passage's scores "answer" (the scorer's best logit) and "sentence" (its best evidence: cosine + 0.2 x
+        the share of the question's words)."""
+        terms = len(set(self.snap.keyword.analyzer(question)))
+        for p, (spans, features, titles) in zip(passages, self.sentence_features(question, qvec, passages)):
             if not spans:
+                p.answer_spans, p.scores["answer"], p.scores["sentence"] = [], -1e9, 0.0
                 continue
-            cos = vectors @ qvec
-            if qterms and w:
-                # Words are analysed only for sentences that could be chosen: one whose cosine is more than
-                # w + RUNNER_UP below the best cosine scores under best - RUNNER_UP even with every question word,
-                # so it can be neither the best nor the runner-up (profiled: analysing every sentence was a fifth
-                # of a question).
-                self._sentence_terms(p.text, spans, terms, np.flatnonzero(cos >= cos.max() - w - RUNNER_UP - 1e-6))
-            local = self._with_words(cos, qterms, terms, w)
-            order = np.argsort(-local, kind="stable")
+            logit = answering.score(features)
+            order = np.argsort(-logit, kind="stable")
             chosen = [int(order[0])]
-            if self.cfg.answer_sentences > 1 and len(order) > 1 and local[order[1]] >= local[order[0]] - RUNNER_UP:
+            if (self.cfg.answer_sentences > 1 and len(order) > 1 and not titles[order[1]]
+                    and logit[order[1]] >= logit[order[0]] - RUNNER_UP):
                 chosen.append(int(order[1]))
-            p.answer_spans = sorted(spans[i] for i in chosen)
-            p.scores["sentence"] = float(local[order[0]])
+            p.answer_spans = join_fragments(sorted(spans[i] for i in chosen), spans, p.text)
+            p.scores["answer"] = float(logit[order[0]])
+            p.scores["sentence"] = float(answering.evidence(features, self.cfg.sentence_lexical_weight, terms).max())
+
+    def candidates(self, question: str, k: int | None = None, mode: str | None = None) -> tuple[np.ndarray, list[Passage]]:
+        """The question's vector and its folded and merged passages before answer sentences are chosen (what
+        `search` scores; for fitting the scorer)."""
+        k = k or self.cfg.top_k
+        qvec = self.embedder.encode_query(question)
+        hits = self.rank(question, mode or self.cfg.mode, max(self.cfg.candidates, 3 * k), None, qvec)
+        return qvec, self._passages(hits[: 3 * k + 5])
+
+    def _passages(self, pool: list[Hit], folded: dict | None = None) -> list[Passage]:
+        rows = self.snap.chunks([h.chunk_id for h in pool])
+        passages = []
+        for rank, h in enumerate(pool):
+            r = rows[h.chunk_id]
+            passages.append(Passage(
+                chunk_id=h.chunk_id, doc=r["doc"], title=r["title"],
+                date=date_from_iso(r["date"]), url=r["url"],
+                location=r["location"], text=r["text"], start=r["start"], end=r["end"],
+                scores={**h.scores, "rank": rank}))
+        folded = {} if folded is None else folded
+        for p in passages:  # a chunk's 5-grams are the same for every question: kept across questions
+            folded[(p.chunk_id, p.start, p.end)] = self._chunk_shingles(p.chunk_id, p.text)
+        passages = collapse_duplicates(passages, self.cfg.duplicate_threshold, folded)
+        merged = self.merge_neighbours(passages, {h.chunk_id: rows[h.chunk_id]["doc_id"] for h in pool})
+        for p in merged:
+            if len(p.parts) > 1:  # the union of its chunks' 5-grams (those across a seam are too few to matter)
+                folded[(p.chunk_id, p.start, p.end)] = frozenset().union(
+                    *(self._chunk_shingles(cid, p.text[a - p.start:b - p.start]) for cid, a, b in p.parts))
+        return merged
+
+    def _chunk_shingles(self, chunk_id: int, text: str) -> frozenset[int]:
+        with self._cache_lock:
+            found = self._shingles.get(chunk_id)
+            if found is not None:
+                self._shingles.move_to_end(chunk_id)
+                return found
+        found = shingles(text)
+        with self._cache_lock:
+            self._shingles[chunk_id] = found
+            while len(self._shingles) > SENTENCE_CACHE:
+                self._shingles.popitem(last=False)
+        return found
+
+
+def join_fragments(chosen: list[tuple[int, int]], spans: list[tuple[int, int]], text: str) -> list[tuple[int, int]]:
+    """Chosen sentence spans with each fragment ("Warner was right.)", a clause the segmenter cut off) joined
+    to the sentence before it, and a fragment that follows a chosen sentence joined to it."""
+    index = {s: i for i, s in enumerate(spans)}
+    out = []
+    for span in chosen:
+        s, e = span
+        i = index.get(span)
+        if i is not None:
+            if i > 0 and is_fragment(text[s:e]):
+                s = spans[i - 1][0]
+            if i + 1 < len(spans) and is_fragment(text[slice(*spans[i + 1])]):
+                e = spans[i + 1][1]
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+_FRAGMENT_START = re.compile(r"^\s*[a-z)\]}”’\"',;:.]")
+
+
+def is_fragment(sentence: str) -> bool:
+    """A piece of a sentence rather than a sentence: under four words, or starting in lower case or with
+    closing punctuation."""
+    return len(_WORDS.findall(sentence)) < 4 or bool(_FRAGMENT_START.match(sentence))
+
+
+_LOCATION_PART = re.compile(r"^(?:(?P<page>pp?\. (?P<p1>\d+)(?:–(?P<p2>\d+))?)|(?P<lines>lines? (?P<l1>\d+)(?:–(?P<l2>\d+))?)"
+                            r"|(?P<chars>chars (?P<c1>\d+)–(?P<c2>\d+))|(?P<section>§ .*))$")
+
+
+def merge_locations(a: str, b: str) -> str:
+    """The location of two merged passages: pages and lines as one range, sections listed once each."""
+    pages, lines, chars, sections = [], [], [], []
+    for loc in (a, b):
+        for part in loc.split(", "):
+            m = _LOCATION_PART.match(part)
+            if m is None or m["section"]:
+                if part not in sections:
+                    sections.append(part)
+            elif m["page"]:
+                pages += [int(m["p1"]), int(m["p2"] or m["p1"])]
+            elif m["lines"]:
+                lines += [int(m["l1"]), int(m["l2"] or m["l1"])]
+            else:
+                chars += [int(m["c1"]), int(m["c2"])]
+    out = []
+    if pages:
+        out.append(f"p. {min(pages)}" if min(pages) == max(pages) else f"pp. {min(pages)}–{max(pages)}")
+    out += sections
+    if lines:
+        out.append(f"line {min(lines)}" if min(lines) == max(lines) else f"lines {min(lines)}–{max(lines)}")
+    if chars and not (pages or lines or sections):
+        out.append(f"chars {min(chars)}–{max(chars)}")
+    return ", ".join(out)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import logging
 import math
 import os
 import shutil
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+
+from index.documents import date_from_iso
 
 SCHEMA = """
 CREATE TABLE build_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -42,8 +45,10 @@ CREATE INDEX chunks_hash ON chunks(hash);
 CREATE TABLE sentences (chunk_id INTEGER PRIMARY KEY, spans TEXT NOT NULL, vectors BLOB NOT NULL);
 """
 SENTENCE_DTYPE = np.float16  # sentence vectors: unit length, half precision (cosine error < 0.001)
+log = logging.getLogger(__name__)
 FAISS_FILE = "vectors.faiss"
 SQLITE_FILE = "index.sqlite"
+CALIBRATION_FILE = "calibration.json"
 
 
 class IndexMissing(Exception):
@@ -68,7 +73,7 @@ class DocInfo:
     id: int
     doc: str
     title: str
-    date: dt.date | None
+    date: dt.date | None  # a `documents.YearOnly` when only the year is known (stored as "2018")
     url: str | None
     chunks: int
     content_hash: str
@@ -273,6 +278,7 @@ class Snapshot:
         self._keyword = None
         self._keyword_lock = threading.Lock()
         self._chunk_docs: np.ndarray | None = None
+        self._calibration: dict | None = None
         self.has_sentences = bool(self.query(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sentences'"))
 
@@ -305,7 +311,7 @@ class Snapshot:
 
     def documents(self) -> list[DocInfo]:
         rows = self.query("SELECT id, doc, title, date, url, n_chunks, content_hash FROM documents ORDER BY doc")
-        return [DocInfo(r["id"], r["doc"], r["title"], dt.date.fromisoformat(r["date"]) if r["date"] else None,
+        return [DocInfo(r["id"], r["doc"], r["title"], date_from_iso(r["date"]),
                         r["url"], r["n_chunks"], r["content_hash"]) for r in rows]
 
     def chunks(self, ids: Sequence[int]) -> dict[int, sqlite3.Row]:
@@ -323,6 +329,25 @@ class Snapshot:
         rows = self.query("SELECT text FROM documents WHERE id = ?", (doc_id,))
         return rows[0]["text"] if rows else ""
 
+    def document_slice(self, doc_id: int, start: int, end: int) -> str:
+        """Characters [start, end) of a document's cleaned text (what lies between two chunks)."""
+        if end <= start:
+            return ""
+        rows = self.query("SELECT substr(text, ?, ?) AS part FROM documents WHERE id = ?", (start + 1, end - start, doc_id))
+        return rows[0]["part"] if rows else ""
+
+    @property
+    def calibration(self) -> dict | None:
+        """The confidence calibration recorded with this build (`index.calibration`), or None."""
+        if self._calibration is None:
+            path = self.path / CALIBRATION_FILE
+            try:
+                self._calibration = json.loads(path.read_text()) if path.exists() else {}
+            except (OSError, ValueError) as exc:
+                log.warning("calibration of %s unreadable (%s); using the default confidence cut", self.path, exc)
+                self._calibration = {}
+        return self._calibration or None
+
     def document(self, doc: str):
         """The cleaned `Document` `doc` (path relative to the docs folder) as this build stored it, or None."""
         from index.documents import Block, Document
@@ -332,7 +357,7 @@ class Snapshot:
             return None
         r = rows[0]
         return Document(doc=r["doc"], path=Path(self.info.get("docs_dir") or ".") / r["doc"], kind=r["kind"],
-                        title=r["title"], date=dt.date.fromisoformat(r["date"]) if r["date"] else None,
+                        title=r["title"], date=date_from_iso(r["date"]),
                         url=r["url"], text=r["text"], blocks=[Block(*b) for b in json.loads(r["blocks"])],
                         removed=json.loads(r["removed"]))
 
@@ -420,10 +445,14 @@ class FeedbackStore:
             con.execute("CREATE TABLE IF NOT EXISTS feedback (id INTEGER PRIMARY KEY, at TEXT NOT NULL,"
                         " question TEXT NOT NULL, chunk_ids TEXT NOT NULL, passages TEXT NOT NULL,"
                         " user_hash TEXT NOT NULL, vote INTEGER NOT NULL)")
+            ids = json.dumps(list(map(int, chunk_ids)))
+            # one vote per member and answer: 👍 then 👎 keeps only the 👎
+            con.execute("DELETE FROM feedback WHERE question = ? AND chunk_ids = ? AND user_hash = ?",
+                        (question, ids, user_hash))
             con.execute("INSERT INTO feedback (at, question, chunk_ids, passages, user_hash, vote)"
                         " VALUES (?, ?, ?, ?, ?, ?)",
                         (dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), question,
-                         json.dumps(list(map(int, chunk_ids))), json.dumps(list(passages)), user_hash, int(vote)))
+                         ids, json.dumps(list(passages)), user_hash, int(vote)))
 
     def all(self) -> list[dict]:
         if not self.path.exists():
@@ -492,3 +521,69 @@ class SummaryCache:
                 con.executemany("DELETE FROM summaries WHERE content_hash = ? AND model = ? AND params = ?",
                                 [(e["content_hash"], e["model"], e["params"]) for e in gone])
         return gone
+
+
+class AnswerStore:
+    """Answers shown with buttons (Discord), kept by key in answers.sqlite under the index root so that their
+    buttons keep working after a restart; only the newest `keep` answers are kept (zlib-compressed JSON,
+    ~4 KB each)."""
+
+    def __init__(self, root: Path, keep: int = 2000):
+        self.path = Path(root) / "answers.sqlite"
+        self.keep = max(1, int(keep))
+        self._lock = threading.Lock()
+        self._con: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._con is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")  # a lost answer costs its buttons, nothing else
+            con.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, at TEXT NOT NULL,"
+                        " data BLOB NOT NULL)")
+            self._con = con
+        return self._con
+
+    def put(self, key: str, answer) -> None:
+        """Keep `answer` (an index.answer.Answer) under `key`; drop the oldest beyond `keep`."""
+        import dataclasses
+        import zlib
+
+        def plain(value):
+            return value.isoformat() if isinstance(value, dt.date) else str(value)
+        data = zlib.compress(json.dumps(dataclasses.asdict(answer), default=plain).encode(), 6)
+        with self._lock:
+            con = self._connect()
+            with con:
+                con.execute("INSERT OR REPLACE INTO answers (key, at, data) VALUES (?, ?, ?)",
+                            (key, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), data))
+                con.execute("DELETE FROM answers WHERE rowid <= (SELECT MAX(rowid) FROM answers) - ?", (self.keep,))
+
+    def get(self, key: str):
+        """The answer kept under `key`, or None (never kept, or dropped as one of the oldest)."""
+        import zlib
+        from index.answer import Answer, Passage
+        if not self.path.exists():
+            return None
+        with self._lock:
+            row = self._connect().execute("SELECT data FROM answers WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            raw = json.loads(zlib.decompress(row[0]))
+            passages = []
+            for p in raw.pop("passages"):
+                p["date"] = date_from_iso(p.get("date"))  # "2018": a YearOnly
+                p["answer_spans"] = [tuple(s) for s in p.get("answer_spans", [])]
+                p["parts"] = [tuple(x) for x in p.get("parts", [])]
+                passages.append(Passage(**p))
+            return Answer(passages=passages, **raw)
+        except (ValueError, TypeError, KeyError, zlib.error):  # written by another version: as if expired
+            return None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None

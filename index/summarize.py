@@ -503,9 +503,12 @@ def _names(doc) -> list[str]:
 
 
 def match_documents(name: str, docs: Sequence) -> tuple[list, list]:
-    """(matches, suggestions) for a document `name`: exact path; a part of a path, file name or title
+    """(matches, suggestions) for a document `name`, the one matching rule of every front end (/ask `document`,
+    /summary, `citebot summary`, `citebot ask --doc`): the exact path; a part of a path, file name or title
     (case, accents, punctuation and spacing ignored, words in any order); a misspelt name when one document
-    clearly matches best; else nothing, with the three closest documents as suggestions (best first)."""
+    clearly matches best (every word of the name within a typo or two of a word of the document: `name_score`
+    at least MATCH_THRESHOLD, and FUZZY_LEAD ahead of the next); else nothing, with up to SUGGESTIONS of the
+    closest documents (best first) as "did you mean" choices."""
     raw = name.strip().removeprefix("./")
     exact = [d for d in docs if d.doc == raw] or [d for d in docs if d.doc.casefold() == raw.casefold()]
     if exact:
@@ -524,14 +527,32 @@ def match_documents(name: str, docs: Sequence) -> tuple[list, list]:
         part = [d for d in docs if all(any(w in n for n in names[d.doc]) for w in words)]
     if part:
         return part, []
-    scored = _fuzzy(raw, docs)
-    if scored and scored[0][0] >= FUZZY_ACCEPT and (len(scored) == 1 or scored[1][0] <= scored[0][0] - FUZZY_LEAD):
+    scored = sorted(((name_score(q, d), d) for d in docs), key=lambda item: (-item[0], item[1].title))
+    if scored and scored[0][0] >= MATCH_THRESHOLD and (len(scored) == 1 or scored[1][0] <= scored[0][0] - FUZZY_LEAD):
         return [scored[0][1]], []  # one clear winner despite a typo
-    return [], [d for _, d in scored[:3]]
+    return [], [d for score, d in _fuzzy(raw, docs) if score >= SUGGEST_FLOOR][:SUGGESTIONS]
 
 
-FUZZY_ACCEPT = 85   # a misspelt name is taken when it scores this much ...
-FUZZY_LEAD = 10     # ... and this much more than the next document
+MATCH_THRESHOLD = 80  # a misspelt name is taken when each of its words scores this much against the document ...
+FUZZY_LEAD = 10       # ... and the document is this much ahead of the next
+SUGGEST_FLOOR = 40    # "did you mean": documents whose names score at least this much (rapidfuzz WRatio) ...
+SUGGESTIONS = 5       # ... at most this many
+
+
+def name_score(query: str, doc) -> float:
+    """How well a (normalised) name stands for `doc`, 0-100: its whole text against one of the document's
+    names (rapidfuzz ratio), or else its weakest word against the closest word of those names. So every word
+    must be nearly there: "efectivenes" scores 92 against "effectiveness", while "annual report 2020" scores
+    low against a title that only shares "report"."""
+    from rapidfuzz import fuzz, process
+    names = [n for n in _names(doc) if n]
+    whole = max((fuzz.ratio(query, n) for n in names), default=0.0)
+    vocabulary = sorted({w for n in names for w in n.split()})
+    words = query.split()
+    if not words or not vocabulary:
+        return whole
+    weakest = min(process.extractOne(w, vocabulary, scorer=fuzz.ratio)[1] for w in words)
+    return max(whole, weakest)
 
 
 def _fuzzy(text: str, docs: Sequence) -> list[tuple[float, object]]:

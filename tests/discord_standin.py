@@ -44,6 +44,9 @@ BOT_ID = APP_ID
 GUILD_ID = 1100000000000000010
 GENERAL_ID = 1100000000000000020   # a text channel
 ASK_ID = 1100000000000000021       # a text channel to configure as an ask-channel
+DM_ID = 1100000000000000022        # a member's direct-message channel with the bot
+OTHER_GUILD_ID = 1100000000000000011  # a second server (DiscordStandIn(second_guild=True))
+OTHER_GENERAL_ID = 1100000000000000023  # its text channel
 EVERYONE_ROLE = GUILD_ID
 LIBRARIAN_ROLE = 1100000000000000030
 ADMIN_ID = 1100000000000000100     # has Manage Server
@@ -146,7 +149,7 @@ class DiscordStandIn:
     """Discord's REST API and gateway, just enough of them for discord.py 2.7, on 127.0.0.1, recording every call."""
 
     def __init__(self, host: str = "127.0.0.1", token: str = TOKEN, allow_message_content: bool = True,
-                 heartbeat_interval: int = 41250):
+                 heartbeat_interval: int = 41250, second_guild: bool = False):
         self.host = host
         self.heartbeat_interval = heartbeat_interval        # ms, sent in HELLO (smaller for heartbeat tests)
         self.heartbeats: list[float] = []                   # time.monotonic() of each heartbeat (op 1) received
@@ -164,12 +167,18 @@ class DiscordStandIn:
         self._where: dict[str, int] = {}       # interaction token → channel id
         self._sockets: list[web.WebSocketResponse] = []
         self._seq = 0
+        self.files: dict[str, bytes] = {}   # attachment id -> content, served at its URL
+        self.downloads: list[str] = []      # attachment ids fetched by the client
         self._ids = itertools.count(1)
         self._changed: asyncio.Condition | None = None
         self._runner: web.AppRunner | None = None
         self._saved: tuple[str, yarl.URL] | None = None
-        for cid, name in ((GENERAL_ID, "general"), (ASK_ID, "ask-here")):
-            self.channels[cid] = {"id": str(cid), "type": 0, "name": name, "guild_id": str(GUILD_ID), "position": 0,
+        self.guild_ids = [GUILD_ID] + ([OTHER_GUILD_ID] if second_guild else [])
+        for cid, name, gid in ((GENERAL_ID, "general", GUILD_ID), (ASK_ID, "ask-here", GUILD_ID),
+                               (OTHER_GENERAL_ID, "general", OTHER_GUILD_ID)):
+            if gid not in self.guild_ids:
+                continue
+            self.channels[cid] = {"id": str(cid), "type": 0, "name": name, "guild_id": str(gid), "position": 0,
                                   "permission_overwrites": [], "nsfw": False, "topic": None, "last_message_id": None,
                                   "rate_limit_per_user": 0, "parent_id": None}
 
@@ -187,6 +196,7 @@ class DiscordStandIn:
         self._changed = asyncio.Condition()
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/attachments/{aid}/{name}", self._file)
         app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -256,13 +266,13 @@ class DiscordStandIn:
     def snowflake(self) -> int:
         return ((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) | (next(self._ids) & 0x3FFFFF)
 
-    def guild_payload(self) -> dict:
+    def guild_payload(self, guild_id: int = GUILD_ID) -> dict:
         def role(rid: int, name: str, perms: discord.Permissions, position: int) -> dict:
             return {"id": str(rid), "name": name, "permissions": str(perms.value), "position": position,
                     "color": 0, "colors": {"primary_color": 0}, "hoist": False, "managed": False,
                     "mentionable": False, "flags": 0, "icon": None, "unicode_emoji": None}
         return {
-            "id": str(GUILD_ID), "name": "Stand-in Server", "owner_id": str(ADMIN_ID), "icon": None, "splash": None,
+            "id": str(guild_id), "name": "Stand-in Server" if guild_id == GUILD_ID else "Other Server", "owner_id": str(ADMIN_ID), "icon": None, "splash": None,
             "discovery_splash": None, "banner": None, "description": None, "features": [], "verification_level": 0,
             "default_message_notifications": 0, "explicit_content_filter": 0, "mfa_level": 0, "nsfw_level": 0,
             "premium_tier": 0, "premium_subscription_count": 0, "preferred_locale": "en-US", "afk_channel_id": None,
@@ -272,7 +282,7 @@ class DiscordStandIn:
             "large": False, "unavailable": False, "member_count": len(self.users), "lazy": True,
             "roles": [role(EVERYONE_ROLE, "@everyone", MEMBER_PERMISSIONS, 0),
                       role(LIBRARIAN_ROLE, "Librarian", MEMBER_PERMISSIONS, 1)],
-            "channels": [c for c in self.channels.values() if c["type"] == 0],
+            "channels": [c for c in self.channels.values() if c["type"] == 0 and c["guild_id"] == str(guild_id)],
             "threads": [], "members": [BOT.member()], "voice_states": [], "presences": [], "emojis": [],
             "stickers": [], "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
         }
@@ -286,7 +296,7 @@ class DiscordStandIn:
                 "mention_everyone": False, "pinned": False, "tts": False, "timestamp": _now(),
                 "edited_timestamp": None, "type": 0, "flags": int(body.get("flags") or 0)}
         if channel_id in self.channels:
-            data["guild_id"] = str(GUILD_ID)
+            data["guild_id"] = self.channels[channel_id].get("guild_id", str(GUILD_ID))
         data.update(extra)
         self.messages[mid] = data
         return data
@@ -323,11 +333,12 @@ class DiscordStandIn:
         shard = identify.get("shard") or [0, 1]
         ready = {"v": 10, "user": BOT.payload(), "session_id": secrets.token_hex(8),
                  "resume_gateway_url": self.gateway_url, "application": {"id": str(APP_ID), "flags": 0},
-                 "guilds": [{"id": str(GUILD_ID), "unavailable": True}] if shard[0] == 0 else [],
+                 "guilds": [{"id": str(g), "unavailable": True} for g in self.guild_ids] if shard[0] == 0 else [],
                  "private_channels": [], "relationships": [], "shard": shard}
         await self._send(ws, "READY", ready)
         if shard[0] == 0:
-            await self._send(ws, "GUILD_CREATE", self.guild_payload())
+            for guild_id in self.guild_ids:
+                await self._send(ws, "GUILD_CREATE", self.guild_payload(guild_id))
 
     async def _send(self, ws: web.WebSocketResponse, event: str, data: dict) -> None:
         self._seq += 1
@@ -338,10 +349,30 @@ class DiscordStandIn:
         for ws in list(self._sockets):
             await self._send(ws, event, data)
 
+    # ------------------------------------------------------------ attachments
+    def attachment(self, filename: str, data: bytes, size: int | None = None) -> dict:
+        """An uploaded file as Discord describes it (pass it as a slash option's value); its URL serves `data`."""
+        aid = str(self.snowflake())
+        self.files[aid] = data
+        from urllib.parse import quote
+        url = f"http://{self.host}:{self.port}/attachments/{aid}/{quote(filename, safe='')}"
+        return {"id": aid, "filename": filename, "size": len(data) if size is None else size, "url": url,
+                "proxy_url": url, "content_type": "application/octet-stream"}
+
+    async def _file(self, request: web.Request) -> web.Response:
+        aid = request.match_info["aid"]
+        if aid not in self.files:
+            return web.Response(status=404)
+        self.downloads.append(aid)
+        return web.Response(body=self.files[aid], content_type="application/octet-stream")
+
     # ------------------------------------------------------------ events tests deliver
     def _options(self, options: dict[str, Any], focused: str | None = None) -> list[dict]:
         out = []
         for name, value in options.items():
+            if isinstance(value, dict) and "filename" in value:  # an attachment: its id, resolved in the payload
+                out.append({"name": name, "type": 11, "value": value["id"]})
+                continue
             kind = 5 if isinstance(value, bool) else 4 if isinstance(value, int) else 3
             opt = {"name": name, "type": kind, "value": value}
             if name == focused:
@@ -352,14 +383,27 @@ class DiscordStandIn:
     def _interaction(self, kind: int, data: dict, user: User, channel_id: int, **extra: Any) -> Interaction:
         iid, token = self.snowflake(), "itoken-" + secrets.token_urlsafe(24)
         self._where[token] = channel_id
+        if channel_id == DM_ID:  # a direct message: no guild and no member, the user instead
+            data.pop("guild_id", None)
+            payload = {"id": str(iid), "application_id": str(APP_ID), "type": kind, "token": token, "version": 1,
+                       "attachment_size_limit": 26214400, "user": user.payload(),
+                       "channel": {"id": str(DM_ID), "type": 1, "last_message_id": None,
+                                   "recipients": [user.payload()], "flags": 0},
+                       "channel_id": str(DM_ID), "app_permissions": str(MEMBER_PERMISSIONS.value), "locale": "en-US",
+                       "entitlements": [], "authorizing_integration_owners": {"0": str(GUILD_ID)}, "context": 1,
+                       "data": data, **extra}
+            return Interaction(iid, token, payload)
         channel = dict(self.channels[channel_id])
         channel["permissions"] = str(user.permissions.value)
+        guild_id = channel.get("guild_id") or str(GUILD_ID)
+        if "guild_id" in data:
+            data["guild_id"] = guild_id
         payload = {"id": str(iid), "application_id": str(APP_ID), "type": kind, "token": token, "version": 1,
-                   "attachment_size_limit": 26214400, "guild_id": str(GUILD_ID),
-                   "guild": {"id": str(GUILD_ID), "locale": "en-US", "features": []}, "channel": channel,
+                   "attachment_size_limit": 26214400, "guild_id": guild_id,
+                   "guild": {"id": guild_id, "locale": "en-US", "features": []}, "channel": channel,
                    "channel_id": str(channel_id), "member": user.member(permissions=True),
                    "app_permissions": str(ADMIN_PERMISSIONS.value), "locale": "en-US", "guild_locale": "en-US",
-                   "entitlements": [], "authorizing_integration_owners": {"0": str(GUILD_ID)}, "context": 0,
+                   "entitlements": [], "authorizing_integration_owners": {"0": guild_id}, "context": 0,
                    "data": data, **extra}
         return Interaction(iid, token, payload)
 
@@ -368,6 +412,9 @@ class DiscordStandIn:
         """Deliver INTERACTION_CREATE for `/name option=value…` used by `user`."""
         data = {"id": str(next((c["id"] for c in self.all_commands() if c["name"] == name), self.snowflake())),
                 "name": name, "type": 1, "options": self._options(options or {}), "guild_id": str(GUILD_ID)}
+        files = {v["id"]: v for v in (options or {}).values() if isinstance(v, dict) and "filename" in v}
+        if files:
+            data["resolved"] = {"attachments": files}
         it = self._interaction(2, data, user, channel_id)
         await self.dispatch("INTERACTION_CREATE", it.payload)
         return it
@@ -387,7 +434,7 @@ class DiscordStandIn:
         if values is not None:
             data["values"] = values
         channel_id = channel_id or int(message["channel_id"])
-        if channel_id not in self.channels:
+        if channel_id not in self.channels and channel_id != DM_ID:
             channel_id = GENERAL_ID
         it = self._interaction(3, data, user, channel_id, message=message)
         self._originals[it.token] = int(message["id"])
@@ -570,6 +617,11 @@ class DiscordStandIn:
 
 
 # ---------------------------------------------------------------- a fake knowledge base
+def copy_of(value: Any) -> Any:
+    import copy
+    return copy.deepcopy(value)
+
+
 class FakeKnowledgeBase:
     """The shape of index.kb.KnowledgeBase with canned answers, recording every call."""
 
@@ -602,6 +654,20 @@ class FakeKnowledgeBase:
         self._called("documents")
         return list(self.docs)
 
+    def resolve_document(self, name: str):
+        """The document `name` stands for, by the real matching rule over `docs` (or the answer's documents)."""
+        from types import SimpleNamespace
+        from index.kb import DocumentNotFound
+        from index.summarize import match_documents
+        docs = list(self.docs) or [SimpleNamespace(doc=p.doc, title=p.title, date=p.date)
+                                   for p in getattr(self.answer, "passages", [])]
+        matches, suggestions = match_documents(name, docs)
+        if len(matches) == 1:
+            return matches[0]
+        suggestions = matches or suggestions  # several matches: the real one lists them too
+        hint = f"; did you mean: {', '.join(d.doc for d in suggestions)}?" if suggestions else ""
+        raise DocumentNotFound(f"no indexed document matches '{name}'{hint}", suggestions)
+
     def info(self) -> dict:
         self._called("info")
         if isinstance(self._info, Exception):
@@ -615,6 +681,22 @@ class FakeKnowledgeBase:
                 return f"Text before.\n{p.text}\nText after.", f"{p.doc}, {p.location}"
         from index.kb import UserError
         raise UserError("that passage is no longer in the index; ask again")
+
+    def confidence_threshold(self) -> float:
+        return 0.29
+
+    def save_answer(self, key: str, answer: Any) -> None:
+        import copy
+        self.saved = getattr(self, "saved", {})
+        self.saved[key] = copy.deepcopy(answer)
+
+    def load_answer(self, key: str) -> Any:
+        return copy_of(getattr(self, "saved", {}).get(key))
+
+    def voter_id(self, user_id: int) -> str:
+        import hashlib
+        import hmac
+        return hmac.new(b"stand-in secret", str(user_id).encode(), hashlib.sha256).hexdigest()
 
     def record_feedback(self, question: str, chunk_ids: list[int], user_hash: str, vote: int) -> None:
         self._called("feedback")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 
-def make_pdf(pages: list[list[str]], title: str | None = None) -> bytes:
-    """A valid PDF whose page i shows the lines pages[i]."""
+def make_pdf(pages: list[list[str]], title: str | None = None, created: str | None = None) -> bytes:
+    """A valid PDF whose page i shows the lines pages[i] (`created`: a PDF date such as "D:20240506070809")."""
     objects: list[bytes] = []
     n_pages = len(pages)
     font_id = 3 + 2 * n_pages
@@ -24,7 +24,8 @@ def make_pdf(pages: list[list[str]], title: str | None = None) -> bytes:
         stream = "\n".join(ops).encode("latin-1")
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    objects.append(f"<< /Title ({title or ''}) >>".encode("latin-1"))
+    created = f" /CreationDate ({created})" if created else ""
+    objects.append(f"<< /Title ({title or ''}){created} >>".encode("latin-1"))
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(objects, 1):

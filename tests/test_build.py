@@ -250,3 +250,24 @@ def test_a_build_written_in_small_batches_matches_one_batch(docs_copy, tmp_path,
             assert np.array_equal(vec, got[text][0]) and np.array_equal(sentence_vectors, got[text][1][1])
         else:
             assert "99,999" in text
+
+
+def test_an_index_made_before_file_name_dates_opens_and_is_dated_by_the_next_build(docs_copy, tmp_path, embedder):
+    """A build from before dates were read from file names holds ISO dates only (the 2018 release undated): it
+    still answers, and the next ordinary build dates the release "2018" without embedding anything again."""
+    import datetime as dt
+    import sqlite3
+    release = "2018_hmicfrs-crime-data-integrity-reinspection-press-release.txt"
+    kb = new_kb(docs_copy, tmp_path, embedder)
+    kb.build()
+    assert {d.doc: d.date.isoformat() for d in kb.documents() if d.date}[release] == "2018"
+    con = sqlite3.connect(kb.root.current() / "index.sqlite")
+    con.execute("UPDATE documents SET date = NULL, content_hash = 'old' WHERE doc = ?", (release,))
+    con.commit()
+    con.close()
+    old = new_kb(docs_copy, tmp_path, embedder)
+    assert {d.doc: d.date for d in old.documents()}[release] is None
+    assert old.ask("crime recording", 3, after=dt.date(2017, 1, 1)).passages
+    report = old.build()
+    assert report.changed == [release] and report.embedded == 0
+    assert {d.doc: str(d.date) for d in old.documents()}[release] == "2018"

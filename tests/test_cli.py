@@ -63,6 +63,23 @@ def test_index_ask_json_and_docs(built, capsys):
     assert "2017-03-02" in out and "hmicfrs-peel-public-contact-rated-adequate.txt" in out
 
 
+def test_a_year_from_the_file_name_dates_the_2018_release(built, capsys):
+    """The 2018 press release has no date in its text; its file name "2018_…" dates it as the year 2018."""
+    release = "2018_hmicfrs-crime-data-integrity-reinspection-press-release.txt"
+    run(capsys, *built, "index")
+    code, out, _ = run(capsys, *built, "ask", "What did the 2018 re-inspection find?", "--after", "2018-01-01",
+                       "--json")
+    passages = json.loads(out)["passages"]
+    assert code == 0 and passages and {p["doc"] for p in passages} == {release}
+    assert {p["date"] for p in passages} == {"2018"}
+    code, out, _ = run(capsys, *built, "ask", "What did the 2018 re-inspection find?", "--before", "2018-06-30")
+    assert code == 0 and f"— 2018\n    {release}" in out and "2018-01-01" not in out
+    code, out, _ = run(capsys, *built, "docs", "--json")
+    assert {d["doc"]: d["date"] for d in json.loads(out)}[release] == "2018"
+    code, out, _ = run(capsys, *built, "docs")
+    assert "\n2018            " in out and "2018-01-01" not in out
+
+
 def test_ask_reads_questions_from_stdin(built, capsys, monkeypatch):
     run(capsys, *built, "index")
     code, out, _ = run(capsys, *built, "ask", "--json", "-", "-k", "2", monkeypatch=monkeypatch,

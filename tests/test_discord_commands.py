@@ -110,7 +110,7 @@ async def test_ask_defers_at_once_then_answers_off_the_loop_with_a_follow_up():
     assert kwargs["allowed_mentions"].to_dict() == NONE_MENTIONS
     assert kwargs["embed"].title == "How many crimes?" and kwargs["embed"].fields[0].name == "[1] Report 1"
     view = kwargs["view"]
-    assert isinstance(view, AnswerView) and view.timeout == cog.cfg.bot.view_timeout_seconds
+    assert isinstance(view, AnswerView) and view.timeout is None  # persistent: see AnswerButton
     assert view.message is it.followup.send.return_value
 
 
@@ -165,13 +165,35 @@ async def test_ask_cooldown_is_per_user():
 
 
 async def test_ask_user_error_becomes_one_ephemeral_line_not_a_public_one():
-    kb = FakeKnowledgeBase(answer=UserError("no indexed document matches 'nope'"))
-    cog = AskCog(make_bot(kb))
+    kb = FakeKnowledgeBase(answer=UserError("no indexed document is dated in that range"))
+    cog = AskCog(make_bot(kb, cooldown_seconds=60.0))
     it = interaction(cog.bot)
-    await AskCog.ask.callback(cog, it, question="anything?", document="nope")
+    await AskCog.ask.callback(cog, it, question="anything?", after=dt.date(1990, 1, 1))
     it.delete_original_response.assert_awaited_once()  # the public "thinking…" placeholder goes
-    assert sent_text(it.followup.send) == "⚠️ no indexed document matches 'nope'"
+    assert sent_text(it.followup.send) == "⚠️ no indexed document is dated in that range"
     assert it.followup.send.await_args.kwargs["ephemeral"] is True
+    assert cog.cooldowns.take(MEMBER_ID) == 0.0  # nothing was answered: the turn was given back
+
+
+async def test_ask_refuses_an_unknown_document_or_an_empty_question_at_once_and_keeps_the_cooldown():
+    docs = [SimpleNamespace(doc="annual-report-2019.txt", title="Annual report 2019", date=None),
+            SimpleNamespace(doc="annual-report-2021.txt", title="Annual report 2021", date=None)]
+    kb = FakeKnowledgeBase(answer=answer(), docs=docs)
+    cog = AskCog(make_bot(kb, cooldown_seconds=60.0))
+    texts = []
+    for options in ({"document": "budget minutes"}, {"document": "annual report"}, {"question": " ?! "}):
+        it = interaction(cog.bot)
+        await AskCog.ask.callback(cog, it, **{"question": "How many crimes?", **options})
+        assert not it.response.defer.await_count and not kb.calls  # no public "thinking…", no work
+        assert it.response.send_message.await_args.kwargs["ephemeral"] is True
+        texts.append(sent_text(it.response.send_message))
+    assert texts[0] == "⚠️ no indexed document matches 'budget minutes'"
+    assert texts[1].startswith("⚠️ ") and "annual-report-2019.txt" in texts[1] and "annual-report-2021.txt" in texts[1]
+    assert texts[2].startswith("⚠️ please ask a question in words")
+    it = interaction(cog.bot)
+    await AskCog.ask.callback(cog, it, question="How many crimes?", document="annual report 2021")
+    it.response.defer.assert_awaited_once()  # the refusals cost no turn
+    assert kb.calls[-1][3] == "annual-report-2021.txt"
 
 
 async def test_a_bug_is_logged_with_its_traceback_and_shown_as_one_line(caplog):
@@ -327,7 +349,7 @@ async def test_help_describes_the_index_or_why_there_is_none():
 # ------------------------------------------------------------------ buttons
 async def test_more_sources_pages_for_each_presser_then_says_it_was_the_last():
     kb = FakeKnowledgeBase(answer=answer(7))
-    view = AnswerView(kb, answer(7), per_page=3, timeout=60)
+    view = AnswerView(kb, answer(7), per_page=3)
     bot = make_bot(kb)
     pages = []
     for _ in range(3):
@@ -341,12 +363,12 @@ async def test_more_sources_pages_for_each_presser_then_says_it_was_the_last():
     other = interaction(bot, user_id=OTHER_ID)
     await view.more_sources.callback(other)
     assert other.response.send_message.await_args.kwargs["embed"].fields[0].name == "[4] Report 4"
-    assert AnswerView(kb, answer(2), per_page=3, timeout=60).more_sources.disabled
+    assert AnswerView(kb, answer(2), per_page=3).more_sources.disabled
 
 
 async def test_votes_store_the_question_passages_and_a_hash_of_the_user():
     kb = FakeKnowledgeBase(answer=answer(4))
-    view = AnswerView(kb, Answer("How many?", answer(4).passages, True, 1.0), per_page=3, timeout=60)
+    view = AnswerView(kb, Answer("How many?", answer(4).passages, True, 1.0), per_page=3)
     it = interaction(make_bot(kb))
     await view.vote_down.callback(it)
     question, ids, user, vote = kb.feedback[0]
@@ -359,7 +381,7 @@ async def test_votes_store_the_question_passages_and_a_hash_of_the_user():
 
 async def test_show_context_is_ephemeral_and_offers_the_other_sources():
     kb = FakeKnowledgeBase(answer=answer(3))
-    view = AnswerView(kb, answer(3), per_page=5, timeout=60)
+    view = AnswerView(kb, answer(3), per_page=5)
     it = interaction(make_bot(kb))
     await view.show_context.callback(it)
     kwargs = it.followup.send.await_args.kwargs
@@ -376,31 +398,26 @@ async def test_show_context_is_ephemeral_and_offers_the_other_sources():
     assert pick.edit_original_response.await_args.kwargs["embed"].title == "[3] Report 3"
 
 
-async def test_buttons_are_disabled_when_the_view_times_out():
-    view = AnswerView(FakeKnowledgeBase(answer=answer()), answer(), per_page=5, timeout=60)
-    view.message = MagicMock()
-    view.message.edit = AsyncMock()
-    await view.on_timeout()
-    assert all(item.disabled for item in view.children)
-    assert view.message.edit.await_args.kwargs["view"] is view
+async def test_answer_buttons_carry_the_answer_key_in_their_custom_ids():
+    view = AnswerView(FakeKnowledgeBase(answer=answer()), answer(), per_page=5)
+    ids = [item.custom_id for item in view.children]
+    assert ids == [f"citebot:a:{view.key}:{action}" for action in ("more", "ctx", "why", "up", "down")]
+    assert all(len(i) <= 100 for i in ids) and view.timeout is None
 
 
-async def test_past_max_live_views_the_oldest_answers_buttons_expire_early():
-    cog = AskCog(make_bot(FakeKnowledgeBase(answer=answer()), max_live_views=2))
-    views = []
-    for _ in range(4):
-        _, view = cog.reply(answer())
-        view.message = MagicMock()
-        view.message.edit = AsyncMock()
-        views.append(view)
-    await asyncio.sleep(0)  # the greying-out edits are tasks
-    assert [v.is_finished() for v in views] == [True, True, False, False]
-    assert all(item.disabled for v in views[:2] for item in v.children)
-    assert views[0].message.edit.await_args.kwargs["view"] is views[0]
-    assert not views[3].show_context.disabled and len(cog.live_views) == 2
-    views[2].stop()  # timed out by itself: let go without counting against the cap
-    cog.reply(answer())
-    assert len(cog.live_views) == 2 and not views[3].is_finished()
+async def test_past_max_live_views_the_oldest_answers_leave_memory_but_their_buttons_still_work():
+    kb = FakeKnowledgeBase(answer=answer(7))
+    cog = AskCog(make_bot(kb, max_live_views=2))
+    views = [cog.reply(answer(7), kb)[1] for _ in range(4)]
+    await asyncio.sleep(0.2)  # saving is a background task
+    assert len(cog.answers) == 2 and set(kb.saved) == {v.key for v in views}
+    again = await cog.answers.get(views[0].key, kb)  # read back from the knowledge base's store
+    assert again is not views[0] and again.answer.passages == views[0].answer.passages
+    it = interaction(cog.bot)
+    await again.more_sources.callback(it)
+    assert it.response.send_message.await_args.kwargs["embed"].fields[0].name == "[6] Report 6"
+    assert await cog.answers.get("0" * 16, kb) is None
+    assert await cog.answers.get(views[3].key, FakeKnowledgeBase(answer=answer(7))) is None  # another library
 
 
 # ------------------------------------------------------------------ helpers

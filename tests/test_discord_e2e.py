@@ -6,6 +6,7 @@ import asyncio
 import copy
 import datetime as dt
 import logging
+import re
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from discord_standin import (ADMIN, APP_ID, ASK_ID, BOT, BOT_ID, GENERAL_ID, GUI
                              OTHER_BOT, TOKEN, DiscordStandIn)
 
 PEEL = "hmicfrs-peel-public-contact-rated-adequate.txt"
-QUESTION = "How was Leicestershire Police rated for public contact?"
+QUESTION = "What grade did inspectors give the force for how it deals with the public?"
 NONE_MENTIONS = {"parse": []}
 MESSAGE_CONTENT = 1 << 15
 
@@ -82,9 +83,9 @@ async def test_slash_ask_is_deferred_then_followed_up_with_an_embed_citing_the_d
         assert embed["title"] == QUESTION
         assert embed["description"].startswith("> “") and embed["description"].endswith("[1]")
         assert embed["fields"][0]["name"].startswith("[1] ") and cites(follow_up, PEEL)
-        assert "**" in embed["fields"][0]["value"] and embed["footer"]["text"].endswith("ms")
+        assert "**" in embed["fields"][0]["value"] and " ms" in embed["footer"]["text"]
         assert follow_up.json["allowed_mentions"] == NONE_MENTIONS
-        assert set(follow_up.custom_ids()) == {"More sources", "Show context", "👍", "👎"}
+        assert set(follow_up.custom_ids()) == {"More sources", "Show context", "Why?", "👍", "👎"}
         assert spy.asked == [(QUESTION, 10, {"doc": None, "after": None, "before": None})]
 
         private = await standin.slash("ask", {"question": QUESTION, "after": "2017-09", "before": "2017-09",
@@ -99,10 +100,11 @@ async def test_slash_ask_is_deferred_then_followed_up_with_an_embed_citing_the_d
         follow_up = await standin.wait_for("POST", one_doc.webhook_path)
         assert all(f"`{PEEL}`" in f["value"] for f in follow_up.json["embeds"][0]["fields"])
 
-        no_match = await standin.slash("ask", {"question": QUESTION, "document": "nothing-like-this.txt"}, user=BOT)
-        await standin.wait_for("DELETE", f"{no_match.webhook_path}/messages/@original")
-        error = await standin.wait_for("POST", no_match.webhook_path)
-        assert error.json["flags"] == 64 and error.json["content"].startswith("⚠️ no indexed document matches")
+        no_match = await standin.slash("ask", {"question": QUESTION, "document": "annual report 2020"}, user=BOT)
+        error = (await standin.wait_for("POST", no_match.callback_path)).json  # at once, privately, no "thinking…"
+        assert error["type"] == 4 and error["data"]["flags"] == 64
+        assert error["data"]["content"].startswith("⚠️ no indexed document matches 'annual report 2020'; did you mean")
+        assert not standin.find("POST", no_match.webhook_path)
 
         typing = await standin.autocomplete("ask", {"question": "x", "document": "peel"}, focused="document")
         choices = (await standin.wait_for("POST", typing.callback_path)).json
@@ -117,7 +119,7 @@ async def test_a_mention_is_answered_in_a_new_thread_and_a_follow_up_there_uses_
         thread_id = thread.response["id"]
         answer = await standin.wait_for("POST", f"/channels/{thread_id}/messages")
         assert cites(answer, PEEL) and answer.json["allowed_mentions"] == NONE_MENTIONS
-        assert set(answer.custom_ids()) == {"More sources", "Show context", "👍", "👎"}
+        assert set(answer.custom_ids()) == {"More sources", "Show context", "Why?", "👍", "👎"}
 
         start = len(standin.calls)
         await standin.post(f"<@{BOT_ID}> what about 2018?", channel_id=int(thread_id), mentions=[BOT], author=LIBRARIAN)
@@ -125,6 +127,24 @@ async def test_a_mention_is_answered_in_a_new_thread_and_a_follow_up_there_uses_
         assert follow_up.json["embeds"][0]["title"] == f"{QUESTION} what about 2018?"
         assert spy.asked[-1][0] == f"{QUESTION} what about 2018?"
         assert not standin.find("POST", f"/channels/{thread_id}/messages/{message['id']}/threads", start=start)
+
+
+async def test_a_follow_up_without_a_mention_gets_one_hint_in_the_thread(standin, spy):
+    async with standin.running(client(spy)):
+        message = await standin.post(f"<@{BOT_ID}> {QUESTION}", mentions=[BOT])
+        thread = await standin.wait_for("POST", f"/channels/{GENERAL_ID}/messages/{message['id']}/threads")
+        thread_id = thread.response["id"]
+        await standin.wait_for("POST", f"/channels/{thread_id}/messages")
+        start = len(standin.calls)
+        await standin.post("what about 2018?", channel_id=int(thread_id), author=LIBRARIAN)  # no mention
+        hint = await standin.wait_for("POST", f"/channels/{thread_id}/messages", start=start)
+        assert hint.json["content"].startswith("💡 ") and "@citebot what about 2018?" in hint.json["content"]
+        assert hint.json["allowed_mentions"] == NONE_MENTIONS
+        await standin.post("and 2019?", channel_id=int(thread_id), author=MEMBER)
+        await standin.post("hello?", channel_id=GENERAL_ID, author=MEMBER)  # not a bot thread: nothing
+        await asyncio.sleep(0.3)
+        assert len(standin.find("POST", re.compile(r"/channels/\d+/messages"), start=start)) == 1  # once
+        assert len(spy.asked) == 1
 
 
 async def test_an_ask_channel_answers_every_message_and_ignores_bots(standin, spy):
@@ -194,7 +214,7 @@ async def test_sources_and_help_answer_from_the_index(standin, spy):
 
 async def test_sync_registers_the_commands_for_one_server(standin, spy):
     names = await asyncio.wait_for(citebot_discord.sync(spy._kb.cfg, GUILD_ID, token=TOKEN), 30)
-    assert sorted(names) == ["ask", "help", "reindex", "sources", "summary", "timeline"]
+    assert sorted(names) == ["ask", "help", "reindex", "remove", "sources", "summary", "timeline", "upload"]
     put = await standin.wait_for("PUT", f"/applications/{APP_ID}/guilds/{GUILD_ID}/commands")
     ask = next(c for c in put.json if c["name"] == "ask")
     assert [o["name"] for o in ask["options"]] == ["question", "document", "after", "before", "private"]
@@ -253,3 +273,43 @@ async def test_a_failure_while_answering_a_mention_is_one_line_in_the_thread_and
             line = await standin.wait_for("POST", f"/channels/{thread.response['id']}/messages")
     assert line.json["content"] == GENERIC and line.json["allowed_mentions"] == NONE_MENTIONS
     assert "RuntimeError: index on fire" in caplog.text
+
+
+async def test_answer_buttons_work_after_a_restart_and_an_expired_answer_says_so(standin, spy):
+    async with standin.running(client(spy)):
+        it = await standin.slash("ask", {"question": QUESTION})
+        answer = await standin.wait_for("POST", it.webhook_path)
+    buttons = answer.custom_ids()
+    key = buttons["More sources"].split(":")[2]
+    assert await asyncio.to_thread(spy._kb.load_answer, key) is not None  # saved by the time the client closed
+    from index.kb import KnowledgeBase
+    restarted = SpyKB(KnowledgeBase(spy._kb.cfg, embedder=spy._kb.embedder))  # nothing in memory
+    async with standin.running(client(restarted)):
+        more = await standin.press(answer.response, buttons["More sources"], user=MEMBER)
+        page = (await standin.wait_for("POST", more.callback_path)).json
+        assert page["type"] == 4 and page["data"]["flags"] == 64
+        assert page["data"]["embeds"][0]["fields"][0]["name"].startswith("[6] ")
+
+        context = await standin.press(answer.response, buttons["Show context"], user=LIBRARIAN)
+        shown = await standin.wait_for("POST", context.webhook_path)
+        first = answer.json["embeds"][0]["fields"][0]["value"].split("`")[1]  # the file cited as [1]
+        assert shown.json["flags"] == 64 and shown.json["embeds"][0]["title"].startswith("[1] ")
+        assert first in shown.json["embeds"][0]["footer"]["text"]
+
+        vote = await standin.press(answer.response, buttons["👎"], user=LIBRARIAN)
+        assert (await standin.wait_for("POST", vote.webhook_path)).json["content"].startswith("👎 Thanks")
+        assert restarted.feedback[0][0] == QUESTION and restarted.feedback[0][3] == -1
+
+        why = await standin.press(answer.response, buttons["Why?"], user=MEMBER)
+        why = (await standin.wait_for("POST", why.callback_path)).json
+        assert why["data"]["flags"] == 64 and "confidence threshold of 0." in why["data"]["embeds"][0]["description"]
+
+        gone = copy.deepcopy(answer.response)  # an answer no longer kept: another key in the same message
+        for row in gone["components"]:
+            for c in row["components"]:
+                c["custom_id"] = c["custom_id"].replace(key, "f" * 16)
+        expired = await standin.press(gone, f"citebot:a:{'f' * 16}:more", user=MEMBER)
+        reply = (await standin.wait_for("POST", expired.callback_path)).json
+        assert reply["type"] == 4 and reply["data"]["flags"] == 64
+        assert reply["data"]["content"].startswith("⌛ This answer has expired") and QUESTION in reply["data"]["content"]
+    assert not restarted.asked  # nothing was asked again: the answer came from the store

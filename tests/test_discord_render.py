@@ -206,6 +206,17 @@ def test_documents_embed_lists_title_date_chunks_and_file_paged():
     assert_limits(render.documents_embed([doc(n, title="x" * 3000) for n in range(30)], 0))
 
 
+def test_a_year_only_date_is_shown_as_the_year():
+    from index.documents import YearOnly
+    assert render.date_text(YearOnly(2018)) == "2018" and render.date_text(None) == "undated"
+    field = render.answer_embed(answer([passage(1, date=YearOnly(2018))])).to_dict()["fields"][0]
+    assert field["value"].startswith("2018 · lines 1–6 · `report-1.txt`")
+    p = passage(2, date=YearOnly(2018))
+    assert render.context_embed(2, p, p.text, "loc").footer.text == "loc · 2018"
+    listed = render.documents_embed([doc(1, date=YearOnly(2018))], 0).description
+    assert listed.startswith("**1. Document 1**\n2018 · 1 chunks") and "2018-01-01" not in listed
+
+
 def test_help_embed_shows_what_the_bot_knows():
     info = {"documents": 5, "chunks": 26, "built_at": "2024-05-01T10:00:00+00:00", "model": "all-MiniLM-L6-v2"}
     fields = {f.name: f.value for f in render.help_embed(info, [42]).fields}
@@ -225,3 +236,53 @@ def test_progress_and_reindex_texts():
     assert text.startswith("✅ Index updated in 3.2 s: 1 added, 0 changed, 400 removed; 12 passages embedded")
     assert "Added (1): `a.txt`" in text and "and 390 more" in text and "⚠️ 1 skipped: bad.pdf" in text
     assert len(text) <= CONTENT
+
+
+# ------------------------------------------------------------------ quotation marks and the duplicates footer
+QUOTED_SENTENCE = "“The force was rated adequate,” the inspector said."
+ALL_QUOTED = "\"We are proud of our officers.\""
+
+
+@pytest.mark.parametrize("sentence", [QUOTED_SENTENCE, ALL_QUOTED, "He called it “a credit to leadership”"])
+def test_a_sentence_with_its_own_quotation_marks_is_not_quoted_twice(sentence):
+    from bot.console import format_answer
+    from bot.discord.cogs.summary import timeline_embed
+    from index.summarize import Timeline, TimelineEntry
+    a = answer([passage(1, text=sentence, spans=[(0, len(sentence))])])
+    description = render.answer_embed(a).description
+    assert description == f"> {sentence} [1]"
+    assert sentence in format_answer(a) and not re.search(r"[“”\"]{2}", format_answer(a).replace(sentence, ""))
+    entry = TimelineEntry(dt.date(2018, 1, 1), "a.txt", "A", None, sentence, "line 1", 0, len(sentence), 1.0, [])
+    field = timeline_embed(Timeline("topic", [entry])).fields[0].value
+    assert field.startswith(f"{sentence} [1]") and not re.search(r"[“”\"]{2}", field)
+    from bot.cli_summary import format_timeline
+    terminal = " ".join(format_timeline(Timeline("topic", [entry])).split())
+    assert f"[1] {sentence}" in terminal and not re.search(r"[“”\"]{2}", terminal)
+    plain = answer([passage(1)])  # a sentence without marks of its own still gets “…”
+    assert render.answer_embed(plain).description.startswith("> “The force recorded")
+
+
+def test_the_duplicates_footer_never_lists_a_file_already_cited():
+    first = passage(1, doc="press-release.txt", duplicates=["news-copy.txt"])
+    second = passage(2, doc="news-copy.txt", duplicates=["press-release.txt", "third-copy.txt"])
+    footer = render.answer_embed(answer([first, second])).footer.text
+    assert footer == "123 ms · near-duplicates folded in: third-copy.txt"
+    alone = passage(1, doc="a.txt", duplicates=["a.txt"])
+    assert render.answer_embed(answer([alone])).footer.text == "123 ms"
+
+
+# ------------------------------------------------------------------ why
+def test_why_shows_each_sources_scores_and_says_in_plain_words_why_it_was_confident():
+    scored = [passage(1, scores={"dense": 0.61, "bm25": 7.25, "fused": 0.9, "sentence": 0.42}),
+              passage(2, scores={"dense": 0.5, "bm25": 0.0, "fused": 0.4, "sentence": 0.2})]
+    embed = render.why_embed(answer(scored), per_page=5, threshold=0.29)
+    assert embed.description.startswith("The best answer sentence, in source [1], scores 0.420: at or above this "
+                                        "index's confidence threshold of 0.290.")
+    assert "confident and that sentence is quoted" in embed.description
+    assert embed.fields[0].value.startswith("meaning 0.610 · keywords 7.250 · fused 0.900 · sentence 0.420")
+    assert [f.name for f in embed.fields] == ["[1] Report 1", "[2] Report 2"] and "BM25" in embed.footer.text
+    unsure = render.why_embed(answer(scored, confident=False), per_page=5, threshold=0.5)
+    assert "below this index's confidence threshold of 0.500" in unsure.description
+    assert "not confident" in unsure.description and "possibly related" in unsure.description
+    assert render.why_text(answer([], confident=False), 0.29).startswith("No passage matched")
+    assert_limits(render.why_embed(answer([passage(n, title="t" * 300) for n in range(1, 11)]), 10, None))

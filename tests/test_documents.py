@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from index.documents import find_date, load_documents
+from index.documents import YearOnly, date_from_iso, date_from_name, date_span, find_date, load_documents
 from pdfgen import make_pdf
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -131,6 +131,99 @@ def test_dates_in_the_seed_formats():
     assert find_date("to their dismay 5 2017 records") is None  # a month name must be a word of its own
 
 
+@pytest.mark.parametrize("name, date", [
+    ("2017-09-07_news.txt", dt.date(2017, 9, 7)),
+    ("2017_09_07_news.txt", dt.date(2017, 9, 7)),
+    ("20170907-news.md", dt.date(2017, 9, 7)),
+    ("2017.09.07.report.pdf", dt.date(2017, 9, 7)),
+    ("minutes 2018-3-4.docx", dt.date(2018, 3, 4)),
+    ("minutes_20180304.txt", dt.date(2018, 3, 4)),
+    ("annual_2017_minutes_2018-03-04.txt", dt.date(2018, 3, 4)),  # a whole date wins over a year
+    ("2018_press-release.txt", YearOnly(2018)),
+    ("report-2018.txt", YearOnly(2018)),
+    ("report.1999.txt", YearOnly(1999)),
+    ("Annual report (2016).pdf", YearOnly(2016)),
+    ("2018-02-30_notes.txt", YearOnly(2018)),  # no such day: the year alone
+])
+def test_date_from_a_file_name(name, date):
+    found = date_from_name(name)
+    assert found == date and type(found) is type(date)
+
+
+@pytest.mark.parametrize("name", [
+    "report-50.txt", "doc-0001.txt", "12345678.txt", "v20180907b.txt", "photo_1920x1080.png", "ab2018.txt",
+    "2018ab.txt", "1899_old.txt", "2999_far.txt", "3018_x.txt", "id-87654321.txt", "notes.txt",
+])
+def test_no_date_from_numbers_that_are_not_dates(name):
+    assert date_from_name(name) is None
+
+
+def test_next_year_is_the_latest_year_a_file_name_can_give():
+    year = dt.date.today().year
+    assert date_from_name(f"{year + 1}_plan.txt") == YearOnly(year + 1)
+    assert date_from_name(f"{year + 2}_plan.txt") is None
+
+
+def test_year_only_is_a_date_written_as_its_year():
+    year = YearOnly(2018)
+    assert isinstance(year, dt.date) and year == dt.date(2018, 1, 1)
+    assert (year.isoformat(), str(year), f"{year}", repr(year)) == ("2018", "2018", "2018", "YearOnly(2018)")
+    assert sorted([dt.date(2018, 3, 1), year, dt.date(2017, 12, 31)])[1] is year  # sorts as the year's start
+    assert date_span(year) == (dt.date(2018, 1, 1), dt.date(2018, 12, 31))
+    assert date_span(dt.date(2018, 3, 1)) == (dt.date(2018, 3, 1), dt.date(2018, 3, 1))
+    assert type(year + dt.timedelta(days=40)) is dt.date and year + dt.timedelta(days=40) == dt.date(2018, 2, 10)
+    assert type(year.replace(month=3)) is dt.date
+    import copy
+    import pickle
+    assert repr(pickle.loads(pickle.dumps(year))) == repr(copy.deepcopy(year)) == "YearOnly(2018)"
+    assert repr(date_from_iso("2018")) == "YearOnly(2018)" and date_from_iso("2018-06-01") == dt.date(2018, 6, 1)
+    assert date_from_iso(None) is None
+
+
+def _dated(tmp_path, name, body="Body of the report with enough words.\n", front=None, sidecar=None):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    text = (f"---\ndate: {front}\n---\n" if front else "") + body
+    (tmp_path / name).write_text(text)
+    if sidecar:
+        (tmp_path / (name + ".meta.toml")).write_text(f"date = {sidecar}\n")
+    docs, warnings = load_documents(tmp_path)
+    assert warnings == []
+    return by_name(docs, name).date
+
+
+def test_date_precedence_metadata_then_text_then_file_name(tmp_path):
+    dateline = "Saturday, September 09, 2017\nBody of the report with enough words.\n"
+    assert _dated(tmp_path / "1", "2016_r.md", dateline, front="2019-05-04", sidecar="2020-01-02") \
+        == dt.date(2020, 1, 2)  # the sidecar, written to correct the file, wins over its front matter
+    assert _dated(tmp_path / "2", "2016_r.md", dateline, front="2019-05-04") == dt.date(2019, 5, 4)
+    assert _dated(tmp_path / "3", "2016_r.txt", dateline, sidecar="2020-01-02") == dt.date(2020, 1, 2)
+    assert _dated(tmp_path / "4", "2016_r.txt", dateline) == dt.date(2017, 9, 9)
+    assert _dated(tmp_path / "5", "2016_r.txt", "It happened on 4 March 2021, the report says.\n") \
+        == dt.date(2021, 3, 4)
+    assert _dated(tmp_path / "6", "2016_r.txt", "A re-inspection in 2018 found more.\n") == YearOnly(2016)
+    assert _dated(tmp_path / "7", "r.txt", "A re-inspection in 2018 found more.\n") is None
+    # a year alone in the front matter or a sidecar is kept as a year
+    assert repr(_dated(tmp_path / "8", "r.md", front="2015")) == "YearOnly(2015)"
+    assert repr(_dated(tmp_path / "9", "r.txt", sidecar="2014")) == "YearOnly(2014)"
+
+
+def test_file_name_date_wins_over_a_pdf_or_word_creation_date(tmp_path):
+    import docx
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        document = docx.Document()
+        document.add_paragraph("Body of the report with enough words.")
+        document.core_properties.created = dt.datetime(2024, 5, 6, 7, 8)
+        document.save(tmp_path / folder / ("2018_report.docx" if folder == "a" else "report.docx"))
+        (tmp_path / folder / ("2018_scan.pdf" if folder == "a" else "scan.pdf")).write_bytes(
+            make_pdf([["Body of the scanned report."]], created="D:20240506070809"))
+    named = {d.doc: d.date for d in load_documents(tmp_path / "a")[0]}
+    assert named == {"2018_report.docx": YearOnly(2018), "2018_scan.pdf": YearOnly(2018)}
+    assert all(type(d) is YearOnly for d in named.values())
+    unnamed = {d.doc: d.date for d in load_documents(tmp_path / "b")[0]}
+    assert unnamed == {"report.docx": dt.date(2024, 5, 6), "scan.pdf": dt.date(2024, 5, 6)}
+
+
 def test_a_dateline_is_dropped_but_a_sentence_with_a_date_is_kept(tmp_path):
     (tmp_path / "a.txt").write_text(
         "Inspection findings\nPublished on Wednesday, 13 September 2017\n"
@@ -161,7 +254,9 @@ def test_seed_cleaning_and_metadata():
     assert effectiveness.text.count("HMIC conclude that the Force needs to:") == 2  # a lead-in, not a headline
     reinspection = by_name(docs, "2018_hmicfrs-crime-data-integrity-reinspection-press-release.txt")
     assert reinspection.text.count("Leicestershire Police: Crime Data Integrity re-inspection 2018") == 1
-    assert reinspection.date is None  # the text names a year only: undated rather than a guess
+    # the text names a year only (never taken as its date); the file name "2018_…" gives the year
+    assert isinstance(reinspection.date, YearOnly) and reinspection.date.isoformat() == "2018"
+    assert by_name(docs, "hmicfrs-peel-public-contact-rated-adequate.txt").date is None
 
 
 def test_missing_docs_folder(tmp_path):

@@ -217,3 +217,36 @@ async def test_memory_stays_flat_over_2000_questions(standin, kb):
            view_timeout_s=bot.cfg.bot.view_timeout_seconds)
     assert views <= LIVE_VIEWS + 5  # + the few a batch's last greying-out edits may still hold
     assert growth < 50, f"RSS grew {growth:.1f} MB between question 200 and question 2,000"
+
+
+async def test_an_upload_indexed_during_a_burst_of_questions_does_not_stall_the_loop(standin, embedder, tmp_path):
+    """/upload of a ~150 KB document (about 200 passages to chunk and embed) while 100 questions arrive: the
+    build runs on a thread of its own, so the event loop keeps turning and every question is answered."""
+    import shutil
+    from conftest import DOCS, make_config
+    from discord_standin import ADMIN
+    from index.kb import KnowledgeBase
+    docs = tmp_path / "docs"
+    shutil.copytree(DOCS, docs)
+    kb = KnowledgeBase(make_config(docs, tmp_path / "index"), embedder=embedder)
+    await asyncio.to_thread(kb.build)
+    paragraph = ("The committee reviewed the harbour accounts for the year {n} and found that maintenance of the "
+                 "northern pier cost {m} thousand pounds more than planned, mostly for timber and labour. ")
+    text = "\n\n".join(paragraph.format(n=1900 + i % 120, m=i) * 3 for i in range(250)).encode()
+    async with standin.running(client(kb)) as bot:
+        assert await asyncio.to_thread(kb.wait_ready, 120)
+        with LagMonitor(bot) as monitor:
+            start = time.perf_counter()
+            upload = await standin.slash("upload", {"file": standin.attachment("harbour-accounts.txt", text)},
+                                         user=ADMIN)
+            seen = await ask_all(standin, askers(5000, 100))
+            done = await standin.wait_for("PATCH", f"{upload.webhook_path}/messages/@original", timeout=300,
+                                          predicate=lambda c: "✅" in (c.json or {}).get("content", ""))
+            wall = time.perf_counter() - start
+    record(upload_bytes=len(text), upload_questions=100, upload_answered=len(seen["answered"]),
+           upload_wall_s=round(wall, 2), upload_max_loop_lag_ms=round(monitor.max_lag * 1000, 1),
+           upload_mean_loop_lag_ms=round(1000 * sum(monitor.lags) / max(1, len(monitor.lags)), 2),
+           upload_reply=done.json["content"].splitlines()[-1][:120])
+    assert "harbour-accounts.txt" in done.json["content"] and "1 added" in done.json["content"]
+    assert set(seen["answered"]) == seen["wanted"]
+    assert monitor.max_lag < 0.25, f"the event loop stalled {monitor.max_lag * 1000:.0f} ms"

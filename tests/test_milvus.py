@@ -111,3 +111,20 @@ def test_faiss_and_milvus_builds_in_one_index_folder_leave_each_other_alone(libr
     KnowledgeBase(milvus_config(docs, index), embedder=embedder).build()
     assert (index / "current").resolve() == live and live.is_dir()
     assert faiss.ask(QUESTION, 3).passages and not list((index / "milvus-staging").iterdir())
+
+
+def test_server_libraries_get_their_own_collections(tmp_path):
+    """[servers.<id>] libraries sharing one Milvus server each get their own alias (from their index folder);
+    two servers mapped to one index folder share it."""
+    from index.config import load_config
+    from index.libraries import library_config
+    path = tmp_path / "config.toml"
+    path.write_text('[store]\nbackend = "milvus"\n[milvus]\nuri = "http://milvus.internal:19530"\n'
+                    '[servers.111]\ndocs = "a/docs"\nindex = "a/index"\n'
+                    '[servers.222]\ndocs = "b/docs"\nindex = "b/index"\n'
+                    '[servers.333]\ndocs = "b/docs"\nindex = "b/index"\n')
+    cfg = load_config(path, env={})
+    names = {g: library_config(cfg, g).milvus.collection for g in (111, 222, 333)}
+    assert names[111] != names[222] == names[333] != cfg.milvus.collection
+    assert all(n.startswith("citebot_") and n.replace("_", "").isalnum() for n in names.values())
+    assert cfg.milvus.collection == "citebot"  # the default library keeps the configured alias

@@ -22,6 +22,7 @@ from bot.discord.errors import NO_MENTIONS
 from bot.discord.text import (AUTHOR, CONTENT, DESCRIPTION, EMBED_TOTAL, FIELD_NAME, FIELD_VALUE, FIELDS, FOOTER,
                               TITLE)
 from index.answer import Answer, Passage
+from index.documents import YearOnly
 from index.summarize import Sentence, Summary, Timeline, TimelineEntry, TopicGroup, TopicSummary
 
 SETTINGS = settings(max_examples=100, deadline=None,
@@ -50,7 +51,8 @@ def untrusted(max_parts: int = 30) -> st.SearchStrategy[str]:
 
 
 SHORT = untrusted(6)
-DATES = st.one_of(st.none(), st.dates(dt.date(1900, 1, 1), dt.date(2100, 12, 31)))
+DATES = st.one_of(st.none(), st.dates(dt.date(1900, 1, 1), dt.date(2100, 12, 31)),
+                  st.integers(1900, 2100).map(YearOnly))  # a date known only to its year
 URLS = st.one_of(st.none(), st.sampled_from([
     "https://example.org/report.pdf", "http://example.org/a_b_(c)", "javascript:alert(1)",
     "https://x.example/<@123>", "https://x.example/ path", "https://example.org/@everyone", ""]), SHORT)

@@ -61,5 +61,24 @@ def test_eval_table_and_errors(tmp_path, capsys):
 def test_eval_question_set(kb_args, capsys):
     assert main([*kb_args, "eval", str(DATA / "questions.jsonl"), "--mode", "hybrid", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["modes"]["hybrid"]["top3_hit_rate"] >= 0.9
-    assert report["modes"]["hybrid"]["confidence"]["offtopic_not_confident"] == 1.0
+    result = report["results"]["hybrid"]
+    assert result["all"]["doc_hit@3"] >= 0.9 and result["all"]["rejected"] == 1.0
+    assert result["all"]["auroc"] == 1.0  # every answerable question scores above every off-topic one
+    for half in ("half_a", "half_b"):  # by document: each half has its own documents' questions
+        assert 0 < result[half]["questions"] < result["all"]["questions"]
+    assert result["half_a"]["questions"] + result["half_b"]["questions"] == result["all"]["questions"]
+
+
+def test_eval_with_foreign_questions(kb_args, capsys, tmp_path):
+    """`--foreign FILE`: another corpus's questions, each of which must come back not confident here."""
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_text("".join(json.dumps({"question": q, "doc": "Nikola_Tesla.txt", "answers": ["x"]}) + "\n" for q in (
+        "In what year did Tesla move to New York?", "Which company bought the patents for the induction motor?",
+        "Where was the Super Bowl held?")))
+    assert main([*kb_args, "eval", str(DATA / "questions.jsonl"), "--mode", "hybrid", "--foreign", str(foreign)]) == 0
+    out = capsys.readouterr().out
+    assert "AUROC" in out and "half a" in out and "that must not be answered" in out
+    assert main([*kb_args, "eval", str(DATA / "questions.jsonl"), "--mode", "hybrid", "--json",
+                 "--foreign", str(foreign)]) == 0
+    result = json.loads(capsys.readouterr().out)["results"]["hybrid"]["all"]
+    assert result["unanswerable"] == 14 + 3 and result["rejected"] == 1.0

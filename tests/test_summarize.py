@@ -15,8 +15,8 @@ import pytest
 from index.chunking import split_sentences
 from index.documents import Block, Document
 from index.kb import DocumentNotFound, KnowledgeBase, UserError
-from index.summarize import (SummaryConfig, fact_weight, match_documents, mmr, select_summary,
-                             suggest_documents, summarize_document, trailer_start)
+from index.summarize import (MATCH_THRESHOLD, SummaryConfig, fact_weight, match_documents, mmr, name_score,
+                             select_summary, suggest_documents, summarize_document, trailer_start)
 
 EFFECTIVENESS = "2017-03-02_hmic-effectiveness-requires-improvement.txt"
 NEWS = "2017-09-07_news-failing-to-record-one-in-four-crimes.txt"
@@ -152,8 +152,13 @@ def test_timeline_orders_by_document_date_with_undated_last(kb):
     first_2017 = next(i for i, e in enumerate(entries) if e.date and e.date.year == 2017)
     first_2018 = next(i for i, e in enumerate(entries) if e.doc == REINSPECTION or "2018" in e.text)
     assert first_2017 < first_2018
-    assert entries[first_2018].date is None  # the 2018 release carries no date: not placed by guesswork
+    # the 2018 release has no date in its text; its file name "2018_…" places it in 2018, as a year only
+    assert entries[first_2018].doc == REINSPECTION and entries[first_2018].date.isoformat() == "2018"
     assert all(e.location and e.title for e in entries)
+    entries = kb.timeline("public contact").entries
+    assert [e.doc for e in entries if e.date is None] == [e.doc for e in entries[-2:]] == [PEEL, PEEL]
+    dated = [e.date for e in entries if e.date]
+    assert dated == sorted(dated) and any(e.date.isoformat() == "2018" for e in entries[:-2])
 
 
 # ---------------------------------------------------------------- bad input
@@ -170,7 +175,7 @@ def test_document_names_ambiguous_unknown_and_outside(kb):
     assert NEWS in str(info.value) and ROUNDUP in str(info.value)
     with pytest.raises(DocumentNotFound) as info:
         kb.resolve_document("parking wardens")
-    assert not info.value.ambiguous and len(info.value.suggestions) == 3 and "closest" in str(info.value)
+    assert not info.value.ambiguous and 1 <= len(info.value.suggestions) <= 5 and "did you mean" in str(info.value)
     for outside in ("../config.toml", "/etc/passwd", "docs/../../x.txt", "~/secret.txt"):
         with pytest.raises(UserError, match="outside the docs folder"):
             kb.summary(outside)
@@ -184,7 +189,34 @@ def test_autocomplete_suggestions(kb):
     assert len(suggest_documents("", docs, limit=25)) == len(docs)
     assert len(kb.suggest_documents("police", limit=100)) <= 25
     matches, suggestions = match_documents("zzzz", docs)
-    assert matches == [] and len(suggestions) == 3
+    assert matches == [] and suggestions == []  # nothing is close enough to suggest
+
+
+@pytest.mark.parametrize("name", ["annual report 2020", "no such report xyz", "annual report", "police 2020 audit"])
+def test_a_name_matching_nothing_well_is_refused_with_up_to_five_choices(kb, name):
+    """These once matched an unrelated report through one shared word ("report") and were summarised."""
+    matches, suggestions = match_documents(name, kb.documents())
+    assert matches == [] and 1 <= len(suggestions) <= 5
+    with pytest.raises(DocumentNotFound, match="did you mean"):
+        kb.summary(name)
+    with pytest.raises(DocumentNotFound, match="did you mean"):
+        kb.ask("what was the rating?", doc=name)
+
+
+def test_the_match_threshold_takes_typos_and_nothing_weaker(kb):
+    docs = {d.doc: d for d in kb.documents()}
+    effectiveness = docs[EFFECTIVENESS]
+    assert name_score("efectivenes", effectiveness) >= MATCH_THRESHOLD  # one letter short twice
+    assert name_score("effectivness", effectiveness) >= MATCH_THRESHOLD
+    assert name_score("annual report", effectiveness) < MATCH_THRESHOLD  # only "report" is there
+    assert name_score("effectiveness 2020", effectiveness) < MATCH_THRESHOLD  # a word that is not there
+    assert match_documents("crime data integrty", list(docs.values()))[0] == [docs[REINSPECTION]]
+
+
+def test_ask_with_a_document_uses_the_same_names_as_summary(kb):
+    answer = kb.ask("How was the force rated?", doc="rated adequate")
+    assert answer.passages and {p.doc for p in answer.passages} == {PEEL}
+    assert {p.doc for p in kb.ask("How was the force rated?", doc="2017-*").passages} <= {EFFECTIVENESS, NEWS, ROUNDUP}
 
 
 # ---------------------------------------------------------------- cached with the index
@@ -225,7 +257,7 @@ def cli(kb, embedder, monkeypatch):
 def test_cli_summary_and_timeline(cli, capsys, kb):
     assert cli("summary", "re-inspection", "--json") == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"doc", "title", "date", "sentences"} and out["doc"] == REINSPECTION and out["date"] is None
+    assert set(out) == {"doc", "title", "date", "sentences"} and out["doc"] == REINSPECTION and out["date"] == "2018"
     assert all(set(s) == {"text", "location"} for s in out["sentences"])
     assert cli("summary", EFFECTIVENESS, "--sentences", "5") == 0
     text = capsys.readouterr().out
@@ -234,17 +266,19 @@ def test_cli_summary_and_timeline(cli, capsys, kb):
     out = json.loads(capsys.readouterr().out)
     assert out["topic"] == "crime recording" and out["entries"]
     assert all(set(e) == {"date", "doc", "title", "text", "location"} for e in out["entries"])
-    assert out["entries"][-1]["date"] is None
+    assert out["entries"][-1]["date"] == "2018"  # the year-only date of the 2018 release, the newest
 
 
 def test_terminal_formats(kb):
     from bot.cli_summary import format_summary, format_timeline, format_topic
     text = format_timeline(kb.timeline("crime recording"))
-    assert text.index("2017-09-07") < text.index("undated") and "[1] “" in text
+    assert text.index("2017-09-07") < text.index("\n2018        Leicestershire") and "[1] “" in text
+    text = format_timeline(kb.timeline("public contact"))
+    assert text.index("\n2018  ") < text.index("\nundated") and "2018-01-01" not in text
     text = format_topic(kb.topic_summary("domestic abuse"))
     assert "newest first" in text and " 1. " in text
     text = format_summary(kb.summary(REINSPECTION))
-    assert text.startswith("Leicestershire Police’s crime-recording progress") and "undated" in text
+    assert text.startswith("Leicestershire Police’s crime-recording progress") and f"{REINSPECTION} · 2018\n" in text
 
 
 def test_cli_bad_input(cli, capsys):

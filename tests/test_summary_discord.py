@@ -66,25 +66,55 @@ async def test_summary_of_a_report_defers_then_sends_numbered_quotes(kb):
     embed = out["embed"]
     assert out["allowed_mentions"] is NO_MENTIONS and len(embed) <= 6000
     assert "[1]" in embed.description and "inadequate" in embed.description and "8,300" in embed.description
-    assert REINSPECTION in embed.fields[0].value and "undated" in embed.fields[0].value
+    assert REINSPECTION in embed.fields[0].value and embed.fields[0].value.startswith("2018 · ")  # dated by its name
     assert embed.fields[1].name == "Where" and "[1] line" in embed.fields[1].value
+
+
+def refused(it) -> dict:
+    """The one private line sent at once, without a public "thinking…" first."""
+    it.response.defer.assert_not_awaited()
+    call = it.response.send_message.await_args
+    assert call.kwargs["ephemeral"]
+    return {"content": call.args[0] if call.args else call.kwargs.get("content"), **call.kwargs}
 
 
 async def test_summary_bad_input_is_one_ephemeral_line(kb):
     cog = make_cog(kb)
     it = interaction()
     await SummaryCog.summary.callback(cog, it, report="news")
-    out = sent(it)
-    assert out["ephemeral"] and "matches 2 documents" in out["content"]
+    assert "matches 2 documents" in refused(it)["content"]
     it = interaction()
     await SummaryCog.summary.callback(cog, it, report="../config.toml")
-    assert "outside the docs folder" in sent(it)["content"]
+    assert "outside the docs folder" in refused(it)["content"]
     it = interaction()
     await SummaryCog.summary.callback(cog, it, report="x", topic="y")
     assert it.response.send_message.await_args.kwargs["ephemeral"]
     it = interaction()
     await SummaryCog.summary.callback(cog, it)
     assert "Choose a report" in it.response.send_message.await_args.args[0]
+
+
+async def test_summary_of_an_unknown_report_is_refused_with_choices_and_keeps_the_cooldown(kb):
+    cog = make_cog(kb)
+    cog.cooldowns.seconds = 60.0
+    for name in ("annual report 2020", "no such report xyz"):  # each summarised an unrelated article before
+        it = interaction()
+        await SummaryCog.summary.callback(cog, it, report=name)
+        text = refused(it)["content"]
+        assert text.startswith(f"⚠️ no indexed document matches '{name}'; did you mean: ") and text.count(".txt") <= 5
+    it = interaction()
+    await SummaryCog.summary.callback(cog, it, report="re-inspection")
+    it.response.defer.assert_awaited_once()  # the refusals did not cost the member their turn
+
+
+async def test_a_topic_without_words_is_refused_at_once(kb):
+    cog = make_cog(kb)
+    it = interaction()
+    await SummaryCog.timeline.callback(cog, it, topic=" ?? ")
+    assert refused(it)["content"].startswith("⚠️ please ask a question in words")
+    it = interaction()
+    await SummaryCog.summary.callback(cog, it, topic="…")
+    assert refused(it)["content"].startswith("⚠️ please ask a question in words")
 
 
 async def test_topic_summary_and_timeline(kb):
@@ -97,7 +127,13 @@ async def test_topic_summary_and_timeline(kb):
     await SummaryCog.timeline.callback(cog, it, topic="crime recording")
     embed = sent(it)["embed"]
     names = [f.name for f in embed.fields]
-    assert names[0].startswith("2017-") and names[-1].startswith("undated")
+    assert names[0].startswith("2017-") and names[-1].startswith("2018 · ")  # the 2018 release: a year only
+    assert "listed last" not in embed.footer.text and len(embed) <= 6000
+    it = interaction()
+    await SummaryCog.timeline.callback(cog, it, topic="public contact")
+    embed = sent(it)["embed"]
+    names = [f.name for f in embed.fields]
+    assert names[0].startswith("2017-") and names[-1].startswith("undated")  # the PEEL article has no date
     assert "listed last" in embed.footer.text and len(embed) <= 6000
 
 

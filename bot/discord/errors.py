@@ -16,6 +16,19 @@ class UserFacingError(app_commands.AppCommandError):
     """A problem the user can fix; str() is the one line they see."""
 
 
+NOT_SERVED = "⛔ This server has no library to answer from; the bot's owner can map it in config.toml ([servers])."
+
+
+class NotServed(UserFacingError):
+    """The server (or a DM) has no library: it is not mapped and servers.default is "none"."""
+
+
+def library_for(bot: object, guild_id: int | None):
+    """The knowledge base for server `guild_id` (None: a DM): the bot's `kb_for`, or its one `kb`."""
+    kb_for = getattr(bot, "kb_for", None)
+    return kb_for(guild_id) if kb_for is not None else bot.kb  # type: ignore[attr-defined]
+
+
 class NotAllowed(app_commands.CheckFailure):
     """The member may not run this command; str() says who may."""
 
@@ -25,8 +38,8 @@ def user_message(error: BaseException) -> str | None:
     from index.kb import UserError
     if isinstance(error, app_commands.CommandInvokeError):
         error = error.original
-    if isinstance(error, NotAllowed):
-        return f"⛔ {error}"
+    if isinstance(error, (NotAllowed, NotServed)):
+        return str(error) if str(error).startswith("⛔") else f"⛔ {error}"
     if isinstance(error, (UserFacingError, UserError)):
         return f"⚠️ {error}"
     if isinstance(error, app_commands.TransformerError):

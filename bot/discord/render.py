@@ -11,6 +11,7 @@ import discord
 
 from bot.discord.text import (CONTENT, DESCRIPTION, FIELD_VALUE, FOOTER, TITLE, escape, fit_embed,
                               markdown_excerpt, one_line, trim)
+from bot.quotes import marks_for
 from index.answer import Answer, Passage, excerpt
 
 CONFIDENT_COLOUR = discord.Colour(0x2E7D32)
@@ -61,16 +62,19 @@ def source_field(n: int, p: Passage, possibly_related: bool = False, limit: int 
 def quote_block(text: str, n: int, limit: int) -> str:
     """`text` as a Markdown quote ending with its citation marker [n], within `limit` characters."""
     marker = f" [{n}]"
+    opening, closing = marks_for(one_line(text))
     body = trim(escape(one_line(text)), limit - len(marker) - 4)
-    return f"> “{body}”{marker}"
+    return f"> {opening}{body}{closing}{marker}"
 
 
 def duplicates_note(passages: Sequence[Passage]) -> str:
-    """'also in: a.txt, b.txt' for the near-duplicate documents folded into `passages`, or ''."""
+    """'near-duplicates folded in: a.txt, b.txt' for the near-duplicate documents folded into `passages`, or '';
+    a document cited among `passages` itself (such as [1]) is not listed again."""
+    cited = {p.doc for p in passages}
     seen: list[str] = []
     for p in passages:
         for d in p.duplicates:
-            if d not in seen:
+            if d not in seen and d not in cited:
                 seen.append(d)
     return trim(f"near-duplicates folded in: {', '.join(seen)}", 300) if seen else ""
 
@@ -212,7 +216,8 @@ def help_embed(info: dict | None, ask_channels: Sequence[int] = (), error: str |
     else:
         embed.add_field(name="Index", value=trim(escape(error or "not built yet"), 500), inline=False)
     usage = ["`/ask question` — quoted passages with sources (filters: document, after, before; private)",
-             "`/sources` — the indexed documents", "`/reindex` — update the index (Manage Server)",
+             "`/sources` — the indexed documents",
+             "`/reindex`, `/upload`, `/remove` — update the index, add or delete documents (Manage Server)",
              "Mention me with a question to get the answer in a thread."]
     if ask_channels:
         usage.append("Every message in " + ", ".join(f"<#{c}>" for c in ask_channels) + " is a question.")
@@ -239,8 +244,8 @@ _STAGE_UNITS = {"chunking": "documents", "embedding": "passages"}
 def progress_text(stage: str, done: int, total: int) -> str:
     """The /reindex reply while a build runs, e.g. '⏳ Reindexing… embedding 40/120 passages'."""
     if total > 0:
-        return f"⏳ Reindexing… {stage} {done}/{total} {_STAGE_UNITS.get(stage, '')}".rstrip()
-    return f"⏳ Reindexing… {stage}"
+        return trim(f"⏳ Reindexing… {stage} {done}/{total} {_STAGE_UNITS.get(stage, '')}".rstrip(), CONTENT)
+    return trim(f"⏳ Reindexing… {stage}", CONTENT)
 
 
 def reindex_text(report: Any) -> str:
@@ -258,3 +263,48 @@ def reindex_text(report: Any) -> str:
     if report.skipped:
         lines.append(f"⚠️ {len(report.skipped)} skipped: " + "; ".join(escape(one_line(s)) for s in report.skipped[:5]))
     return trim("\n".join(lines), CONTENT)
+
+
+# ------------------------------------------------------------------ why (the scores behind an answer)
+SCORE_NAMES = (("dense", "meaning"), ("bm25", "keywords"), ("fused", "fused"), ("sentence", "sentence"))
+WHY_LEGEND = ("meaning: cosine similarity of the passage with the question · keywords: BM25 match of the question's "
+              "words · fused: the two combined, which ranks the passages · sentence: the best sentence's score, "
+              "which decides confidence")
+
+
+def _score(value: Any) -> str:
+    return f"{float(value):.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"
+
+
+def why_text(answer: Answer, threshold: float | None) -> str:
+    """In plain words, why the answer was or was not confident."""
+    if not answer.passages:
+        return "No passage matched the question at all, so there is nothing to quote."
+    best_n, best = max(enumerate(answer.passages, 1), key=lambda item: item[1].scores.get("sentence", 0.0))
+    score = float(best.scores.get("sentence", 0.0))
+    if threshold is None:
+        where = "(this index's threshold is not available)"
+    elif score >= threshold:
+        where = f"at or above this index's confidence threshold of {threshold:.3f}"
+    else:
+        where = f"below this index's confidence threshold of {threshold:.3f}"
+    head = f"The best answer sentence, in source [{best_n}], scores {score:.3f}: {where}."
+    if answer.confident:
+        return head + " So the answer is confident and that sentence is quoted on top."
+    return head + (" So the answer is not confident: no sentence is quoted as the answer, and the sources are "
+                   "shown as possibly related only.")
+
+
+def why_embed(answer: Answer, per_page: int, threshold: float | None) -> discord.Embed:
+    """The 'Why?' button: each shown source's dense, keyword, fused and sentence scores, the threshold, and why
+    the answer was or was not confident."""
+    embed = discord.Embed(title=trim(f"Why: {escape(one_line(answer.question))}", TITLE),
+                          description=why_text(answer, threshold),
+                          colour=CONFIDENT_COLOUR if answer.confident else UNSURE_COLOUR)
+    for n, p in page_passages(answer, 0, per_page):
+        scores = " · ".join(f"{label} {_score(p.scores.get(key))}" for key, label in SCORE_NAMES)
+        embed.add_field(name=citation_name(n, p.title), value=trim(f"{scores}\n{source_link(p.doc, p.url)}",
+                                                                   FIELD_VALUE), inline=False)
+    mode = getattr(answer, "mode", "") or ""
+    embed.set_footer(text=trim(f"search mode: {mode} · " + WHY_LEGEND if mode else WHY_LEGEND, FOOTER))
+    return fit_embed(embed)

@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord.errors import NO_MENTIONS
+from bot.discord.errors import NO_MENTIONS, library_for
 from bot.discord.render import help_embed
 from bot.discord.views import DocumentsView
 
@@ -24,8 +24,9 @@ class LibraryCog(commands.Cog, name="Library"):
     @app_commands.command(name="sources", description="List the documents I answer from, with date and size")
     async def sources(self, interaction: discord.Interaction) -> None:
         """The indexed documents, ten to a page."""
+        kb = library_for(self.bot, interaction.guild_id)
         await interaction.response.defer(thinking=True)
-        docs = await self.bot.offload(self.bot.kb.documents)
+        docs = await self.bot.offload(kb.documents)
         view = DocumentsView(docs, DOCS_PER_PAGE, timeout=self.bot.cfg.bot.view_timeout_seconds)
         if view.pages > 1:
             view.message = await interaction.followup.send(embed=view.embed(), view=view, wait=True,
@@ -37,9 +38,10 @@ class LibraryCog(commands.Cog, name="Library"):
     async def help(self, interaction: discord.Interaction) -> None:
         """What the bot knows and how to ask it (only to the asker)."""
         from index.kb import UserError
+        kb = library_for(self.bot, interaction.guild_id)
         await interaction.response.defer(thinking=True, ephemeral=True)
         try:
-            info, error = await self.bot.offload(self.bot.kb.info), None
+            info, error = await self.bot.offload(kb.info), None
         except UserError as exc:
             info, error = None, str(exc)
         await interaction.followup.send(embed=help_embed(info, sorted(self.bot.ask_channels), error), ephemeral=True,

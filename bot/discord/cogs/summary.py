@@ -6,6 +6,7 @@ The render functions are pure (Summary / TopicSummary / Timeline -> Embed) and r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Optional, Sequence
 
@@ -13,11 +14,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord.errors import NO_MENTIONS, send_error
+from bot.discord.errors import NO_MENTIONS, UserFacingError, library_for, send_error
 from bot.discord.limits import Cooldowns, refusal
 from bot.discord.render import INFO_COLOUR, citation_meta, date_text, source_link
 from bot.discord.text import (AUTOCOMPLETE, CHOICE, DESCRIPTION, FIELD_VALUE, FIELDS, FOOTER, TITLE, escape,
                               fit_embed, one_line, trim)
+from bot.quotes import marks_for
 
 log = logging.getLogger("citebot.discord")
 MAX_LENGTH = 15          # sentences in a /summary of one report
@@ -28,7 +30,8 @@ NO_TOPIC = "No document speaks to this topic."
 def quoted(text: str, n: int, limit: int) -> str:
     """'“sentence” [n]' with Markdown made literal, within `limit` characters."""
     marker = f" [{n}]"
-    return f"“{trim(escape(one_line(text)), max(20, limit - len(marker) - 2))}”{marker}"
+    opening, closing = marks_for(one_line(text))
+    return f"{opening}{trim(escape(one_line(text)), max(20, limit - len(marker) - 2))}{closing}{marker}"
 
 
 def _numbered_lines(items: Sequence[tuple[int, str]], budget: int) -> str:
@@ -126,14 +129,15 @@ class SummaryCog(commands.Cog, name="Summary"):
         self.cfg = bot.cfg
         self.cooldowns = Cooldowns(bot.cfg.bot.cooldown_seconds)
 
-    @property
-    def kb(self) -> Any:
-        """The knowledge base the bot answers from."""
-        return self.bot.kb
-
-    def refusal(self, user_id: int, topic: str | None) -> str | None:
-        """Why a request is refused before any work (see limits.refusal), or None."""
-        return refusal(self.kb, self.cooldowns, user_id, topic, self.cfg.bot.max_question_chars)
+    def refusal(self, kb: Any, user_id: int, topic: str | None) -> str | None:
+        """Why a request is refused before any work (a topic without words, see also limits.refusal), or None."""
+        if topic is not None:
+            from index.kb import UserError, clean_question
+            try:
+                clean_question(topic, limit=max(1, len(topic)))
+            except UserError as exc:
+                return f"⚠️ {exc}"
+        return refusal(kb, self.cooldowns, user_id, topic, self.cfg.bot.max_question_chars)
 
     async def _respond(self, interaction: discord.Interaction, private: bool, work) -> None:
         """Defer at once, run `work` off the loop, send its embed as a follow-up (a UserError as one line)."""
@@ -163,14 +167,22 @@ class SummaryCog(commands.Cog, name="Summary"):
             await interaction.response.send_message("⚠️ Choose a report, or give a topic (not both).", ephemeral=True,
                                                     allowed_mentions=NO_MENTIONS)
             return
-        refusal = self.refusal(interaction.user.id, topic)
+        kb = library_for(self.bot, interaction.guild_id)
+        refusal = self.refusal(kb, interaction.user.id, topic)
         if refusal:
             await interaction.response.send_message(refusal, ephemeral=True, allowed_mentions=NO_MENTIONS)
             return
         if topic:
-            await self._respond(interaction, private, lambda: topic_embed(self.kb.topic_summary(topic)))
-        else:
-            await self._respond(interaction, private, lambda: summary_embed(self.kb.summary(report, sentences=length)))
+            await self._respond(interaction, private, lambda: topic_embed(kb.topic_summary(topic)))
+            return
+        from index.kb import UserError
+        try:  # an unknown or ambiguous name is refused privately at once, with "did you mean" choices
+            doc = (await asyncio.to_thread(kb.resolve_document, report)).doc
+        except UserError as exc:
+            self.cooldowns.reset(interaction.user.id)
+            await send_error(interaction, f"⚠️ {exc}")
+            return
+        await self._respond(interaction, private, lambda: summary_embed(kb.summary(doc, sentences=length)))
 
     @summary.autocomplete("report")
     async def report_autocomplete(self, interaction: discord.Interaction,
@@ -178,8 +190,9 @@ class SummaryCog(commands.Cog, name="Summary"):
         """Documents whose title or file name match what is typed (fuzzy), at most 25."""
         from index.kb import UserError
         try:
-            docs = await self.bot.offload(self.kb.suggest_documents, current or "", AUTOCOMPLETE)
-        except UserError:
+            kb = library_for(self.bot, interaction.guild_id)
+            docs = await self.bot.offload(kb.suggest_documents, current or "", AUTOCOMPLETE)
+        except (UserError, UserFacingError):
             return []
         return report_choices(docs)
 
@@ -188,11 +201,12 @@ class SummaryCog(commands.Cog, name="Summary"):
     async def timeline(self, interaction: discord.Interaction, topic: str, private: bool = False) -> None:
         """/timeline topic:…"""
         topic = topic.strip()
-        refusal = self.refusal(interaction.user.id, topic)
+        kb = library_for(self.bot, interaction.guild_id)
+        refusal = self.refusal(kb, interaction.user.id, topic)
         if refusal:
             await interaction.response.send_message(refusal, ephemeral=True, allowed_mentions=NO_MENTIONS)
             return
-        await self._respond(interaction, private, lambda: timeline_embed(self.kb.timeline(topic)))
+        await self._respond(interaction, private, lambda: timeline_embed(kb.timeline(topic)))
 
 
 async def setup(bot: commands.Bot) -> None:

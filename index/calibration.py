@@ -1,0 +1,104 @@
+"""Confidence calibrated per index: where "the documents answer this" begins is measured on each build, not
+fixed once for one corpus.
+
+A broad corpus (an encyclopaedia) gives some evidence for almost any question; a narrow one (five police
+reports) gives little for anything off its subject. So each build asks two sets of questions of itself:
+
+- the bank: a few hundred generic questions written for the project (`data/generic_questions.txt`: cooking,
+  sport, science, money, history ...), which almost no corpus answers;
+- pseudo-questions: word sequences taken from the corpus's own sentences (a third of each left out), which the
+  corpus certainly answers.
+
+The cut sits at the bank's BANK_QUANTILE quantile (at most 1 in 50 generic questions confident), and never above the
+pseudo-questions' PSEUDO_QUANTILE quantile (a corpus about the bank's own subjects, cooking say, must still answer
+questions about itself). Pseudo-questions copy their sentence's words, so they score well above questions people
+write: they bound the cut, they do not place it. The threshold and both distributions are recorded with the build (`calibration.json`) and shown by
+`citebot index` and `/help`; `retrieval.min_score` above 0 overrides it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+
+BANK_FILE = Path(__file__).resolve().parent / "data" / "generic_questions.txt"
+PSEUDO_QUESTIONS = 150
+BANK_QUANTILE = 0.98
+PSEUDO_QUANTILE = 0.10
+VERSION = 2
+_WORD = re.compile(r"[^\W_]+(?:[’'][^\W_]+)?")
+
+
+def bank_questions() -> list[str]:
+    return [line.strip() for line in BANK_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def pseudo_questions(searcher, n: int = PSEUDO_QUESTIONS, seed: int = 0) -> list[str]:
+    """Up to `n` questions made from the corpus's own sentences (8 to 40 words; not title lines): each keeps its
+    words in order with a third of them, in one run, left out, as a reader who half remembers a sentence would
+    ask for it. Chunks are drawn at random (the same ones for the same build)."""
+    snap = searcher.snap
+    size = snap.size
+    if not size:
+        return []
+    rng = random.Random(seed * 1_000_003 + size)
+    ids = rng.sample(range(size), min(size, 3 * n))
+    rows = snap.chunks(ids)
+    data = {}
+    for cid in ids:
+        found = snap.sentences([cid]).get(cid)
+        data[cid] = found[0] if found else []
+    out: list[str] = []
+    for cid in ids:
+        text = rows[cid]["text"]
+        spans = [(s, e) for s, e in (data.get(cid) or []) if not (rows[cid]["start"] + s == 0)]
+        if not spans:
+            continue
+        s, e = spans[rng.randrange(len(spans))]
+        words = _WORD.findall(text[s:e])
+        if not 8 <= len(words) <= 40:
+            continue
+        cut = max(1, len(words) // 3)
+        at = rng.randrange(len(words) - cut + 1)
+        out.append(" ".join(words[:at] + words[at + cut:]))
+        if len(out) >= n:
+            break
+    return out
+
+
+def _quantiles(values: list[float]) -> dict:
+    if not values:
+        return {}
+    a = np.asarray(values)
+    return {"n": len(values), **{f"q{int(q * 100):02d}": round(float(np.quantile(a, q)), 4)
+                                 for q in (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98)},
+            "max": round(float(a.max()), 4)}
+
+
+def threshold(bank: list[float], pseudo: list[float]) -> float:
+    """The cut between the two score lists (see the module's docstring)."""
+    if not bank:
+        return 0.0
+    low = float(np.quantile(bank, BANK_QUANTILE))
+    if not pseudo:
+        return low
+    return round(min(low, float(np.quantile(pseudo, PSEUDO_QUANTILE))), 4)
+
+
+def calibrate(searcher, k: int = 3) -> dict:
+    """Ask the bank and the pseudo-questions of `searcher`'s index; the cut and both distributions."""
+    def scores(questions: list[str]) -> list[float]:
+        vectors = searcher.embedder.encode(questions) if questions else []
+        return [searcher.evidence(q, v, k) for q, v in zip(questions, vectors)]
+    bank = scores(bank_questions())
+    pseudo = scores(pseudo_questions(searcher))
+    return {"version": VERSION, "threshold": threshold(bank, pseudo), "bank": _quantiles(bank),
+            "pseudo": _quantiles(pseudo), "rule": f"bank q{BANK_QUANTILE:g}, at most pseudo q{PSEUDO_QUANTILE:g}"}
+
+
+def write(path: Path, result: dict) -> None:
+    path.write_text(json.dumps(result, indent=1))
