@@ -212,7 +212,8 @@ class KnowledgeBase:
         s = self.searcher()
         return {"documents": len(s.docs), "chunks": s.snap.size, "built_at": s.snap.info.get("built_at"),
                 "model": s.snap.info.get("model"), "build_seconds": s.snap.info.get("build_seconds"),
-                "index_type": s.snap.info.get("index_type")}
+                "index_type": s.snap.info.get("index_type"), "confidence_cut": s.min_score,
+                "cut_calibrated": s.cfg.min_score <= 0 and bool(s.snap.calibration)}
 
     def context(self, chunk_id: int, chars: int = 600) -> tuple[str, str]:
         """The text around a chunk (up to `chars` on each side, cut at line ends) and the chunk's location."""

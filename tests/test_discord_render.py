@@ -225,6 +225,14 @@ def test_help_embed_shows_what_the_bot_knows():
     assert "<#42>" in fields["How to ask"]
     missing = render.help_embed(None, error="no index yet; run `citebot index`")
     assert "no index yet" in missing.fields[0].value
+    info.update(confidence_cut=0.2871, cut_calibrated=True)
+    fields = {f.name: f.value for f in render.help_embed(info, []).fields}
+    assert fields["Confidence cut"] == "0.287 (calibrated for these documents)"
+
+
+def test_the_index_reports_its_calibrated_cut(kb):
+    info = kb.info()
+    assert info["cut_calibrated"] and info["confidence_cut"] == kb.searcher().snap.calibration["threshold"]
 
 
 def test_progress_and_reindex_texts():

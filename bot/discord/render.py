@@ -213,6 +213,9 @@ def help_embed(info: dict | None, ask_channels: Sequence[int] = (), error: str |
         embed.add_field(name="Passages", value=str(info.get("chunks", "?")))
         embed.add_field(name="Last build", value=_when(info.get("built_at")))
         embed.add_field(name="Model", value=trim(escape(str(info.get("model") or "?")), 200))
+        if info.get("confidence_cut") is not None:
+            how = "calibrated for these documents" if info.get("cut_calibrated") else "set in config.toml"
+            embed.add_field(name="Confidence cut", value=f"{info['confidence_cut']:.3f} ({how})")
     else:
         embed.add_field(name="Index", value=trim(escape(error or "not built yet"), 500), inline=False)
     usage = ["`/ask question` — quoted passages with sources (filters: document, after, before; private)",
