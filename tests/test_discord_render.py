@@ -72,10 +72,11 @@ def test_trim_cuts_on_a_word_boundary_with_an_ellipsis():
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=500), st.integers(0, 300))
 def test_trim_never_exceeds_the_limit(text, limit):
+    from bot.printable import printable
     out = trim(text, limit)
     assert len(out) <= limit
-    if len(text) <= limit:
-        assert out == text
+    if len(printable(text)) <= limit:
+        assert out == printable(text)  # control characters are never sent
 
 
 @settings(max_examples=200, deadline=None)
@@ -236,3 +237,17 @@ def test_progress_and_reindex_texts():
     assert text.startswith("✅ Index updated in 3.2 s: 1 added, 0 changed, 400 removed; 12 passages embedded")
     assert "Added (1): `a.txt`" in text and "and 390 more" in text and "⚠️ 1 skipped: bad.pdf" in text
     assert len(text) <= CONTENT
+
+
+def test_terminal_control_sequences_in_documents_are_never_sent():
+    evil = "Title \x1b]0;pwned\x07 \x1b[2J\x9b31m"
+    p = passage(1, text="Intro \x1b[2J sentence. The force recorded 8,300 more crimes in 2018.\x07 Outro.",
+                title=evil, doc="odd\x1b[31m\nname.txt", location="line \x9b3")
+    embeds = [render.answer_embed(answer([p])), render.documents_embed([doc(1, title=evil)], 0),
+              render.context_embed(1, p, "Before \x1b[2J the force recorded 8,300 more crimes.", "line \x1b7")]
+    for embed in embeds:
+        text = str(embed.to_dict())
+        parts = [embed.title or "", embed.description or "", embed.footer.text or ""]
+        parts += [f.name + f.value for f in embed.fields]
+        assert not any(re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", part) for part in parts), text
+    assert "8,300" in str(embeds[0].to_dict()) and "pwned" in (embeds[0].fields[0].name + str(embeds[0].to_dict()))
