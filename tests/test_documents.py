@@ -405,3 +405,25 @@ def test_utf16_text_is_decoded_and_binary_without_nul_bytes_is_skipped(tmp_path)
     assert "21,200 crimes" in by_name(docs, "le.txt").text and by_name(docs, "be.md").title == "Titre"
     assert len(warnings) == 1 and warnings[0].startswith("noise.txt: binary file (")
     assert warnings[0].endswith("control characters), not text; skipped")
+
+
+def test_locations_are_found_by_binary_search_exactly_as_by_a_scan():
+    import random
+    from index.documents import Block, Document
+    rng = random.Random(3)
+    blocks, offset = [], 0
+    for i in range(300):
+        n = rng.randint(1, 40)
+        blocks.append(Block(offset, offset + n, page=i // 50 + 1, section=f"s{i // 7}", line=i + 1))
+        offset += n + 1
+    d = Document("d.txt", Path("d.txt"), "text", "t", None, None, "x" * offset, blocks)
+    for _ in range(500):
+        a = rng.randint(0, offset)
+        b = rng.randint(a, offset + 1)
+        after = [x for x in blocks if x.end > a]
+        assert d.page_at(a) == (after[0].page if after else blocks[-1].page)
+        assert d.section_at(a) == (after[0].section if after else None)
+        inside = [x for x in blocks if x.end > a and x.start < b] or blocks[:1]
+        lines = [x.line for x in inside]
+        expected = f"line {lines[0]}" if len(lines) == 1 else f"lines {lines[0]}–{lines[-1]}"
+        assert d.location(a, b).endswith(expected)
