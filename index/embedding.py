@@ -131,6 +131,7 @@ class Embedder:
         """The word pieces a passage may have and still be read whole (max_seq_length less the two special
         tokens), from the model folder's sentence_bert_config.json without loading the model; None if unknown."""
         import json
+        from pathlib import Path
         try:
             path = Path(resolve_model(self.name)) / "sentence_bert_config.json"
             n = int(json.loads(path.read_text())["max_seq_length"])

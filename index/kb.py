@@ -186,6 +186,8 @@ class KnowledgeBase:
                 if self.has_index():
                     searcher = self.searcher()
                     getattr(searcher.snap, "keyword", None)
+            except IndexDamagedError as exc:  # logged once already; reported again when a question needs it
+                self.warm_error = str(exc)
             except Exception as exc:  # reported when a question needs what failed
                 self.warm_error = str(exc) or type(exc).__name__
                 log.warning("warm-up: %s", self.warm_error)

@@ -221,6 +221,8 @@ def test_a_damaged_index_is_logged_once_however_often_it_is_asked(copy_small, em
     docs, index = copy_small
     _garbage((index / "current").resolve() / "index.sqlite")
     kb = KnowledgeBase(make_config(docs, index), embedder=embedder)
+    kb.warm_up(background=False)  # the bot's start-up opens the index first
+    assert "is damaged" in kb.warm_error
     for _ in range(3):
         with pytest.raises(UserError, match="is damaged"):
             kb.ask("parking tickets")
