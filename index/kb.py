@@ -264,7 +264,13 @@ class KnowledgeBase:
             raise UserError("a vote is +1 or -1")
         rows = self.searcher().snap.chunks(list(chunk_ids))
         passages = [f"{rows[i]['doc']}#{rows[i]['hash'][:16]}" for i in chunk_ids if i in rows]
-        self.feedback.record(question, chunk_ids, passages, user_hash, vote)
+        import sqlite3
+        try:
+            self.feedback.record(question, chunk_ids, passages, user_hash, vote)
+        except (OSError, sqlite3.Error) as exc:  # a read-only or full disk: the vote is lost, said in one line
+            log.warning("vote not saved to %s: %s", self.feedback.path, exc)
+            raise UserError("the vote could not be saved (the index folder cannot be written); "
+                            "the bot's operator can see why in its log") from None
 
     # ------------------------------------------------------------ building
     def build(self, rebuild: bool = False, progress: Progress | None = None, hooks=None) -> BuildReport:

@@ -476,8 +476,9 @@ class SummaryCache:
     def _heal(self, exc: sqlite3.DatabaseError) -> bool:
         """A cache that cannot be read is moved aside (summaries.sqlite.damaged) and made again empty: True
         if that was done. Its entries are made again on request."""
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower():
-            return False
+        text = str(exc).lower()
+        if isinstance(exc, sqlite3.OperationalError) and not ("malformed" in text or "not a database" in text):
+            return False  # locked, read-only, disk full: the file is fine
         if not self.path.exists():
             return False
         aside = self.path.with_name(self.path.name + ".damaged")

@@ -365,3 +365,13 @@ def test_an_unloadable_model_name_ends_at_once_with_one_line():
     message = result["error"]
     assert message.startswith("cannot load embedding model 'all-MiniLM-L6-v3': not the packaged all-MiniLM-L6-v2")
     assert "tried" in message and "\n" not in message
+
+
+def test_a_vote_that_cannot_be_saved_is_one_line(copy_small, embedder):
+    from index.kb import UserError
+    docs, index = copy_small
+    (index / "feedback.sqlite").mkdir()  # SQLite cannot open it, as on a read-only or broken disk
+    kb = KnowledgeBase(make_config(docs, index), embedder=embedder)
+    ids = [p.chunk_id for p in kb.ask("parking tickets").passages]
+    with pytest.raises(UserError, match=r"^the vote could not be saved \(the index folder cannot be written\)"):
+        kb.record_feedback("parking tickets", ids, "someone", 1)
