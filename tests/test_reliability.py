@@ -375,3 +375,16 @@ def test_a_vote_that_cannot_be_saved_is_one_line(copy_small, embedder):
     ids = [p.chunk_id for p in kb.ask("parking tickets").passages]
     with pytest.raises(UserError, match=r"^the vote could not be saved \(the index folder cannot be written\)"):
         kb.record_feedback("parking tickets", ids, "someone", 1)
+
+
+def test_the_summary_cache_is_moved_aside_only_when_damaged(tmp_path):
+    import sqlite3
+    from index.store import SummaryCache
+    cache = SummaryCache(tmp_path)
+    cache.put("h", "m", "p", "a.txt", [(0, 5)], False, 3, 0.1)
+    for error in (sqlite3.OperationalError("database is locked"),
+                  sqlite3.OperationalError("attempt to write a readonly database"),
+                  sqlite3.OperationalError("database or disk is full")):
+        assert not cache._heal(error) and cache.get("h", "m", "p")["spans"] == [(0, 5)]
+    assert cache._heal(sqlite3.DatabaseError("file is not a database"))
+    assert cache.get("h", "m", "p") is None and (tmp_path / "summaries.sqlite.damaged").exists()
