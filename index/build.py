@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 CHUNKER_VERSION = 1
 SENTENCE_VECTORS = "late-pooled-1"  # how the stored sentence vectors were made (Embedder.encode_passages)
-EMBED_BATCH = 2048  # chunks embedded (or copied from the previous build) and written at a time
+EMBED_BATCH = 2048
+CLEAN_SHARE = 0.4  # of a file's part of the chunking progress bar: cleaning it (the rest: chunking it)  # chunks embedded (or copied from the previous build) and written at a time
 
 
 class BuildError(Exception):
@@ -246,8 +247,14 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
         # chunk each document and write its rows at once; only the chunks' hashes stay in memory
         hashes: list[str] = []
         seen: set[str] = set()
+        # progress in characters of text read, within each file too: cleaning takes CLEAN_SHARE of a file's
+        # part of the bar, chunking the rest (measured on a 50 MB file: 25 s cleaning, 40 s chunking)
         n_chars, done_chars = max(documents.chars, 1), 0
+
+        def at(position: float) -> None:
+            progress("chunking", min(int(position), n_chars), n_chars)
         progress("chunking", 0, n_chars)
+        documents.on_clean = lambda share: at(done_chars + CLEAN_SHARE * documents.current_chars * share)
         for doc_id, document in enumerate(documents):
             seen.add(document.doc)
             before = old_docs.get(document.doc)
@@ -257,8 +264,10 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
                 report.changed.append(document.doc)
             else:
                 report.unchanged.append(document.doc)
+            raw, length = documents.current_chars, max(len(document.text), 1)
             chunks = chunk_document(document, embedder, cfg.chunking.max_tokens, cfg.chunking.overlap_sentences,
-                                    progress=lambda at: progress("chunking", min(done_chars + at, n_chars), n_chars))
+                                    progress=lambda offset: at(done_chars + raw * (CLEAN_SHARE + (1 - CLEAN_SHARE)
+                                                                                   * offset / length)))
             chunk_hashes = [c.hash for c in chunks]
             writer.documents([{
                 "id": doc_id, "doc": document.doc, "kind": document.kind, "title": document.title,
@@ -271,8 +280,8 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
                            "location": c.location, "text": c.text, "hash": h}
                           for n, (c, h) in enumerate(zip(chunks, chunk_hashes)))
             hashes.extend(chunk_hashes)
-            done_chars = min(done_chars + len(document.text) + 1, n_chars)
-            progress("chunking", done_chars, n_chars)
+            done_chars += raw
+            at(done_chars)
         for warning in report.skipped:  # the front end shows them (once); logged here for -v
             log.info("%s", warning)
         n_docs = len(seen)
