@@ -231,11 +231,14 @@ def test_help_embed_shows_what_the_bot_knows():
 def test_progress_and_reindex_texts():
     assert render.progress_text("embedding", 40, 120) == "⏳ Reindexing… embedding 40/120 passages"
     assert render.progress_text("starting", 0, 0) == "⏳ Reindexing… starting"
+    assert render.progress_text("chunking", 2_500_000, 10_000_000) == "⏳ Reindexing… chunking 25%"  # characters
     report = SimpleNamespace(added=["a.txt"], changed=[], removed=[f"old-{i}.txt" for i in range(400)],
                              skipped=["bad.pdf: not a PDF; skipped"], embedded=12, reused=30, seconds=3.21)
     text = render.reindex_text(report)
     assert text.startswith("✅ Index updated in 3.2 s: 1 added, 0 changed, 400 removed; 12 passages embedded")
     assert "Added (1): `a.txt`" in text and "and 390 more" in text and "⚠️ 1 skipped: bad.pdf" in text
+    report.skipped.append("c.txt: sidecar c.txt.meta.toml is not valid TOML (…); indexed without it")
+    assert "⚠️ 1 skipped, 1 warnings: bad.pdf" in render.reindex_text(report)
     assert len(text) <= CONTENT
 
 
