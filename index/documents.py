@@ -593,7 +593,7 @@ def _read_sidecar(path: Path) -> tuple[dict, list[str]]:
 
 
 # metadata a user writes (front matter, sidecar): the types each key may have
-_META_TYPES = {"title": (str, int, float), "url": (str,), "date": (str, dt.date)}
+_META_TYPES = {"title": (str, int, float), "url": (str,), "date": (str, dt.date, int)}  # int: a year
 
 
 def _check_meta(meta: dict, where: str) -> list[str]:
@@ -606,7 +606,7 @@ def _check_meta(meta: dict, where: str) -> list[str]:
         if isinstance(value, bool) or not isinstance(value, types):
             shown = repr(value)
             shown = shown if len(shown) <= 40 else shown[:39] + "…"
-            expected = "text or a date" if key == "date" else "text"
+            expected = "a date, a year or text" if key == "date" else "text"
             warnings.append(f"{where}: {key} = {shown} is a {type(value).__name__}, expected {expected}; ignored")
             del meta[key]
     return warnings

@@ -360,7 +360,7 @@ def test_a_sidecar_with_a_syntax_error_is_warned_about_and_left_out(tmp_path):
 
 
 def test_metadata_of_the_wrong_type_is_warned_about_and_ignored(tmp_path):
-    (tmp_path / "a.md").write_text("---\ntitle: [a, b]\ndate: 12\n---\n# The real heading\n\nBody text here.\n")
+    (tmp_path / "a.md").write_text("---\ntitle: [a, b]\ndate: {day: 1}\n---\n# The real heading\n\nBody text here.\n")
     (tmp_path / "b.txt").write_text("Second report about the control room.\n")
     (tmp_path / "b.txt.meta.toml").write_text('title = ["x", "y"]\nurl = 5\n')
     docs, warnings = load_documents(tmp_path)
@@ -368,7 +368,7 @@ def test_metadata_of_the_wrong_type_is_warned_about_and_ignored(tmp_path):
     assert a.title == "The real heading" and a.date is None
     assert b.title == "Second report about the control room." and b.url is None
     assert sorted(warnings) == [
-        "a.md: front matter: date = 12 is a int, expected text or a date; ignored",
+        "a.md: front matter: date = {'day': 1} is a dict, expected a date, a year or text; ignored",
         "a.md: front matter: title = ['a', 'b'] is a list, expected text; ignored",
         "b.txt: sidecar b.txt.meta.toml: title = ['x', 'y'] is a list, expected text; ignored",
         "b.txt: sidecar b.txt.meta.toml: url = 5 is a int, expected text; ignored"]
