@@ -342,7 +342,7 @@ def test_a_full_tmpfs_during_a_build_is_one_line(tmp_path, capsys, embedder):
         line = one_line(err)
         assert code == 1 and "no space left on the disk of the index folder" in line and "MB" in line
     finally:
-        subprocess.run(["umount", str(mount)])
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def test_an_unloadable_model_name_ends_at_once_with_one_line():
@@ -388,3 +388,24 @@ def test_the_summary_cache_is_moved_aside_only_when_damaged(tmp_path):
         assert not cache._heal(error) and cache.get("h", "m", "p")["spans"] == [(0, 5)]
     assert cache._heal(sqlite3.DatabaseError("file is not a database"))
     assert cache.get("h", "m", "p") is None and (tmp_path / "summaries.sqlite.damaged").exists()
+
+
+@pytest.mark.slow
+def test_a_real_read_only_mount_of_the_index_is_asked_but_not_updated(copy_small, capsys, monkeypatch):
+    """The same as the injected read-only case, on a read-only bind mount (needs root; skipped elsewhere)."""
+    docs, index = copy_small
+    if subprocess.run(["mount", "--bind", str(index), str(index)], capture_output=True).returncode != 0:
+        pytest.skip("cannot bind-mount here")
+    try:
+        if subprocess.run(["mount", "-o", "remount,ro,bind", str(index)], capture_output=True).returncode != 0:
+            pytest.skip("cannot remount read-only here")
+        (docs / "new.txt").write_text("A new report about horses in the park.\n")
+        code, _, err = run_cli(capsys, docs, index, "index")
+        assert code == 1 and one_line(err) == f"citebot: cannot write to the index folder {index} (Read-only file system)"
+        code, out, err = run_cli(capsys, docs, index, "chat", stdin="How many tickets did the wardens issue?\n",
+                                 monkeypatch=monkeypatch)
+        assert code == 0 and "4,000 tickets" in out and "which cannot be updated" in err
+        code, out, _ = run_cli(capsys, docs, index, "summary", "wardens.txt")
+        assert code == 0 and "4,000 tickets" in out  # the summary cache cannot be written: made, not kept
+    finally:
+        subprocess.run(["umount", "-l", str(index)], capture_output=True)  # lazily: the test still holds files open
