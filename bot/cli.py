@@ -92,68 +92,111 @@ def _progress_bar():
         if stage not in ("chunking", "embedding") or total <= 0:
             return
         bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="doc" if stage == "chunking" else "chunk",
-                                     file=sys.stderr, leave=False, dynamic_ncols=True)
+        if bar is None:  # chunking counts characters of text, so a large file moves the bar as it goes
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="char" if stage == "chunking" else "chunk",
+                                     unit_scale=stage == "chunking", file=sys.stderr, leave=False,
+                                     dynamic_ncols=True)
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
+
+    def close() -> None:  # a build that failed half-way: clear its bars before the error line
+        for bar in bars.values():
+            bar.close()
+    progress.close = close
     return progress
 
 
-def cmd_index(kb, args) -> int:
-    report = kb.build(rebuild=args.rebuild, progress=_progress_bar())
+def _build(kb, rebuild: bool = False):
+    progress = _progress_bar()
+    try:
+        return kb.build(rebuild=rebuild, progress=progress)
+    finally:
+        progress.close()
+
+
+def _warnings(report) -> None:
+    from bot.printable import printable
     for warning in report.skipped:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {printable(warning, one_line=True)}", file=sys.stderr)
+
+
+def cmd_index(kb, args) -> int:
+    report = _build(kb, args.rebuild)
+    _warnings(report)
     print(report.summary_line())
     return 0
 
 
 def _ensure_index(kb) -> None:
-    """Bring the index up to date before an interactive session (cheap when nothing changed)."""
-    report = kb.build(progress=_progress_bar())
-    for warning in report.skipped:
-        print(f"warning: {warning}", file=sys.stderr)
+    """Bring the index up to date before an interactive session (cheap when nothing changed). When it cannot
+    be updated (a read-only index folder, another process building it) and there is an index, the session
+    goes on with the live one and says so."""
+    from index.kb import BuildInProgress, IndexReadOnly
+    try:
+        report = _build(kb)
+    except IndexReadOnly as exc:
+        if not kb.has_index():
+            raise
+        print(f"note: {exc}: answering from the existing index, which cannot be updated", file=sys.stderr)
+        return
+    except BuildInProgress as exc:
+        if not kb.has_index():
+            raise
+        print(f"note: an update of the index is in progress ({exc}): answering from the live index meanwhile",
+              file=sys.stderr)
+        return
+    _warnings(report)
     print(report.summary_line(), file=sys.stderr)
 
 
 def cmd_ask(kb, args) -> int:
     from bot.console import format_answer
+    from bot.printable import json_text, printable
     from index.kb import UserError
     filters = {"doc": args.doc, "after": args.after, "before": args.before, "mode": args.mode}
     if args.question != "-":
         answer = kb.ask(args.question, args.k, **filters)
+        _note_stale(kb)
         if args.json:
-            print(json.dumps(answer.to_json(), ensure_ascii=False))
+            print(json_text(answer.to_json()))
         else:
             print(format_answer(answer, color=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
         return 0
     status = 0
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        try:
-            answer = kb.ask(line.rstrip("\n"), args.k, **filters)
+    for n, line in enumerate(sys.stdin):
+        question = line.rstrip("\r\n")
+        try:  # every input line gets exactly one answer or one error, blank ones too
+            answer = kb.ask(question, args.k, **filters)
         except UserError as exc:
             status = 1
             if args.json:
-                print(json.dumps({"question": line.rstrip("\n"), "error": str(exc)}, ensure_ascii=False), flush=True)
+                print(json_text({"question": question, "error": str(exc)}), flush=True)
             else:
-                print(f"! {exc}", flush=True)
+                print(f"! {printable(exc, one_line=True)}\n", flush=True)
             continue
+        if n == 0:
+            _note_stale(kb)
         if args.json:
-            print(json.dumps(answer.to_json(), ensure_ascii=False), flush=True)
+            print(json_text(answer.to_json()), flush=True)
         else:
             print(format_answer(answer) + "\n", flush=True)
     return status
 
 
+def _note_stale(kb) -> None:
+    note = kb.stale_settings()
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+
+
 def cmd_docs(kb, args) -> int:
     from bot.console import format_docs
+    from bot.printable import json_text
     docs = kb.documents()
     if args.json:
-        print(json.dumps([{"doc": d.doc, "title": d.title, "date": d.date.isoformat() if d.date else None,
-                           "url": d.url, "chunks": d.chunks} for d in docs], ensure_ascii=False, indent=1))
+        print(json_text([{"doc": d.doc, "title": d.title, "date": d.date.isoformat() if d.date else None,
+                          "url": d.url, "chunks": d.chunks} for d in docs], indent=1))
     else:
         print(format_docs(docs))
     return 0
@@ -206,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         kb = KnowledgeBase(cfg)
         return COMMANDS[args.command](kb, args)
     except (UserError, ConfigError, CliError) as exc:
-        print(f"citebot: {exc}", file=sys.stderr)
+        from bot.printable import printable
+        print(f"citebot: {printable(exc, one_line=True)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

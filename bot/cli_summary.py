@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import textwrap
 
+from bot.printable import json_text, printable
 from bot.quotes import in_quotes
 
 WIDTH = 100
@@ -109,16 +109,16 @@ def cmd_summary(kb, args) -> int:
         if args.sentences or args.chars:
             raise UserError("--sentences and --chars apply to one document's summary, not to --topic")
         result = kb.topic_summary(args.topic)
-        print(json.dumps(result.to_json(), ensure_ascii=False, indent=1) if args.json else format_topic(result))
+        print(json_text(result.to_json(), indent=1) if args.json else printable(format_topic(result)))
         return 0
     if not args.doc:
         raise UserError("name a document to summarise (see `citebot docs`), or give --topic TEXT")
     result = kb.summary(args.doc, sentences=args.sentences, chars=args.chars)
-    print(json.dumps(result.to_json(), ensure_ascii=False, indent=1) if args.json else format_summary(result))
+    print(json_text(result.to_json(), indent=1) if args.json else printable(format_summary(result)))
     return 0
 
 
 def cmd_timeline(kb, args) -> int:
     result = kb.timeline(args.topic)
-    print(json.dumps(result.to_json(), ensure_ascii=False, indent=1) if args.json else format_timeline(result))
+    print(json_text(result.to_json(), indent=1) if args.json else printable(format_timeline(result)))
     return 0

@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 from typing import TextIO
 
+from bot.printable import printable
 from bot.quotes import in_quotes
 from index.answer import Answer, Passage, excerpt
 
@@ -21,15 +22,15 @@ def _style(text: str, code: str, color: bool) -> str:
 def format_passage(n: int, p: Passage, color: bool, width: int = 100) -> str:
     """One numbered source: title, date, file and location, score, and the excerpt with the answer marked."""
     date = p.date.isoformat() if p.date else "undated"
-    head = f"[{n}] {_style(p.title, BOLD, color)} — {date}"
-    where = f"{p.doc}, {p.location}" + (f" · {p.url}" if p.url else "")
+    head = f"[{n}] {_style(printable(p.title, one_line=True), BOLD, color)} — {date}"
+    where = printable(f"{p.doc}, {p.location}" + (f" · {p.url}" if p.url else ""), one_line=True)
     scores = " ".join(f"{k} {v:.2f}" for k, v in p.scores.items() if k != "sentence")
     lines = [head, _style(f"    {where}  ({scores})", DIM, color)]
     if p.duplicates:
-        lines.append(_style(f"    also in: {', '.join(p.duplicates)}", DIM, color))
+        lines.append(_style(printable(f"    also in: {', '.join(p.duplicates)}", one_line=True), DIM, color))
     # without terminal colours the answer is marked the way Markdown would
-    body = "".join((_style(t, BOLD + YELLOW, color) if color else f"**{t}**") if bold else t
-                   for t, bold in excerpt(p))
+    body = "".join((_style(printable(t), BOLD + YELLOW, color) if color else f"**{printable(t)}**") if bold
+                   else printable(t) for t, bold in excerpt(p))
     wrapped = textwrap.fill(" ".join(body.split()), width=width, initial_indent="    ", subsequent_indent="    ")
     lines.append(wrapped)
     return "\n".join(lines)
@@ -43,7 +44,7 @@ def format_answer(answer: Answer, color: bool = False) -> str:
     if answer.confident:
         best = answer.passages[0]
         quote = best.answer_text or best.text[:300]
-        out.append(_style(f"{in_quotes(' '.join(quote.split()))} [1]", BOLD, color))
+        out.append(_style(f"{in_quotes(' '.join(printable(quote).split()))} [1]", BOLD, color))
         out.append("")
         shown = answer.passages
     else:
@@ -117,11 +118,12 @@ def chat(kb, out: TextIO | None = None, inp: TextIO | None = None, k: int | None
             print(f"unknown command {line.split()[0]}; type /help", file=out)
             continue
         try:
+            kb.follow_live()  # another process may have published a newer build meanwhile
             answer = kb.ask(line, k)
         except UserError as exc:
-            print(f"! {exc}", file=out)
+            print(f"! {printable(exc, one_line=True)}", file=out)
             continue
-        asked.append(line)
+        asked.append(printable(line, one_line=True))
         print(format_answer(answer, color) + "\n", file=out)
     if interactive:
         try:
@@ -138,6 +140,8 @@ def format_docs(docs) -> str:
         return "(no documents indexed)"
     rows = [f"{'date':<10}  {'chunks':>6}  title / file"]
     for d in docs:
-        rows.append(f"{d.date.isoformat() if d.date else 'undated':<10}  {d.chunks:>6}  {d.title}")
-        rows.append(f"{'':<10}  {'':>6}  {d.doc}")
+        # one line each, whatever the title or the file name holds (a newline, an escape sequence)
+        rows.append(f"{d.date.isoformat() if d.date else 'undated':<10}  {d.chunks:>6}  "
+                    f"{printable(d.title, one_line=True)}")
+        rows.append(f"{'':<10}  {'':>6}  {printable(d.doc, one_line=True)}")
     return "\n".join(rows)

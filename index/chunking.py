@@ -7,7 +7,7 @@ import hashlib
 import re
 import threading
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from index.documents import Document
 
@@ -148,15 +148,24 @@ def _split_chars(text: str, start: int, end: int, budget: int, counter: TokenCou
     return pieces
 
 
+COUNT_SLICE = 5000  # sentences counted at a time, so that progress moves within a large file
+
+
 def chunk_document(document: Document, counter: TokenCounter, max_tokens: int = 200,
-                   overlap: int = 1) -> list[Chunk]:
+                   overlap: int = 1, progress: Callable[[int], None] | None = None) -> list[Chunk]:
     """Pack the document's sentences into chunks of at most `max_tokens` word pieces, `overlap` sentences shared.
 
     A sentence is split only when it alone exceeds the budget. Chunks never cross a PDF page boundary.
+    `progress(offset)` is told how far into the text the work is, as it goes (a large file takes minutes).
     """
     text = document.text
     spans = split_sentences(text)
-    counts = counter.count([text[s:e] for s, e in spans]) if spans else []
+    counts: list[int] = []
+    for i in range(0, len(spans), COUNT_SLICE):
+        part = spans[i:i + COUNT_SLICE]
+        counts.extend(counter.count([text[s:e] for s, e in part]))
+        if progress:
+            progress(part[-1][1])
     units: list[tuple[int, int, int]] = []
     for (s, e), n in zip(spans, counts):
         units.extend(_split_long(text, s, e, max_tokens, counter) if n > max_tokens else [(s, e, n)])

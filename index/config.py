@@ -189,6 +189,9 @@ _CHOICES = {
     ("servers", "default"): ("default", "none"),
     ("store", "backend"): ("faiss", "milvus"),
 }
+MAX_TOP_K = 50            # passages per answer (the CLI's -k and the bot's option take the same range)
+MAX_CHUNK_TOKENS = 510    # no BERT-style model reads more than 512 word pieces with its two special tokens
+_DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?")
 _MILVUS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _POSITIVE = {("chunking", "max_tokens"), ("embedding", "batch_size"), ("retrieval", "top_k"),
              ("bot", "max_question_chars"), ("retrieval", "rrf_k"), ("retrieval", "candidates"),
@@ -226,6 +229,16 @@ def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
         raise ConfigError(f"config: {name} = {value!r}; expected a number of chunks, 0 or more (0: always HNSW)")
     if (section, key) == ("retrieval", "min_score") and not 0.0 <= value <= 2.0:
         raise ConfigError(f"config: {name} = {value!r}; expected 0 (calibrated per index) or a cut above 0 (up to 2)")
+    if (section, key) == ("retrieval", "top_k") and value > MAX_TOP_K:
+        raise ConfigError(f"config: {name} = {value!r}; expected 1 to {MAX_TOP_K}")
+    if (section, key) == ("chunking", "max_tokens") and value > MAX_CHUNK_TOKENS:
+        raise ConfigError(f"config: {name} = {value!r}; expected 1 to {MAX_CHUNK_TOKENS} (and at most what the "
+                          "model reads: 254 for all-MiniLM-L6-v2)")
+    if (section, key) == ("embedding", "model") and not value.strip():
+        raise ConfigError(f"config: {name} = {value!r}; expected a model name (e.g. all-MiniLM-L6-v2) or a "
+                          "model folder's path")
+    if (section, key) == ("embedding", "device") and not _DEVICE.fullmatch(value):
+        raise ConfigError(f"config: {name} = {value!r}; expected cpu, cuda, cuda:N or mps")
     if (section, key) == ("milvus", "collection") and not _MILVUS_NAME.fullmatch(value):
         raise ConfigError(f"config: {name} = {value!r}; expected a Milvus name: a letter or _, then letters, digits"
                           " or _ (at most 128)")

@@ -106,14 +106,38 @@ class Embedder:
         if self._model is not None:
             return self._model.tokenizer
         if self._tokenizer is None:
+            tried = None
             with self._lock:
                 if self._tokenizer is None:
                     from transformers import AutoTokenizer
                     try:
                         self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(self.name))
-                    except Exception:  # not a plain transformers folder: let sentence-transformers load it
-                        self._tokenizer = self.model.tokenizer
+                    except EmbeddingError:
+                        raise
+                    except Exception as exc:  # not a plain transformers folder: let the model loader try
+                        tried = f"transformers: {type(exc).__name__}"
+            if self._tokenizer is None:  # outside the lock: `model` takes it (it is not re-entrant)
+                try:
+                    self._tokenizer = self.model.tokenizer
+                except EmbeddingError as exc:
+                    raise EmbeddingError(
+                        f"cannot load embedding model '{self.name}': not the packaged all-MiniLM-L6-v2, not a model "
+                        f"folder and not in the offline Hugging Face cache (tried {tried}; {self.cfg.backend}: "
+                        f"{str(exc)[:160]}); set embedding.model to an installed model or a folder") from None
         return self._tokenizer
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The word pieces a passage may have and still be read whole (max_seq_length less the two special
+        tokens), from the model folder's sentence_bert_config.json without loading the model; None if unknown."""
+        import json
+        from pathlib import Path
+        try:
+            path = Path(resolve_model(self.name)) / "sentence_bert_config.json"
+            n = int(json.loads(path.read_text())["max_seq_length"])
+        except Exception:  # no folder (a hub name), no such file or key: unknown
+            return None
+        return n - 2 if n > 2 else None
 
     @property
     def _word_pieces(self):

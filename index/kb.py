@@ -20,8 +20,8 @@ from index.build import BuildError, BuildReport, Progress, build_index, open_sna
 from index.config import Config
 from index.embedding import Embedder, EmbeddingError
 from index.search import MODES, Filters, NoMatchingDocuments, Searcher
-from index.store import (AnswerStore, BuildInProgress as _StoreBuildInProgress, DocInfo, FeedbackStore,
-                         IndexMismatch, IndexMissing, StoreUnavailable, SummaryCache)
+from index.store import (AnswerStore, BuildInProgress as _StoreBuildInProgress, DocInfo, FeedbackStore, IndexDamaged,
+                         IndexMismatch, IndexMissing, IndexNotWritable, StoreUnavailable, SummaryCache)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,31 @@ class UserError(ValueError):
 
 class BuildInProgress(UserError):
     """A build is already running."""
+
+
+class IndexReadOnly(UserError):
+    """The index folder cannot be written: the existing index can still be asked."""
+
+
+class IndexDamagedError(UserError):
+    """A file of the live index cannot be read; the message says which and what to run."""
+
+
+def _index_errors(method):
+    """A damaged live index is one line (a UserError) for the front ends, logged once per message."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except IndexDamaged as exc:
+            text = str(exc)
+            if text not in self._reported:
+                self._reported.add(text)
+                log.error("%s", text)
+            raise IndexDamagedError(text) from None
+    return wrapper
 
 
 class DocumentNotFound(UserError):
@@ -106,6 +131,7 @@ class KnowledgeBase:
         self._sentence_vectors = None  # index.summarize.SentenceVectors, made on first use
         self._voter_key: bytes | None = None
         self.answers = AnswerStore(cfg.index_dir, cfg.bot.answers_kept)
+        self._reported: set[str] = set()  # damaged-index messages already logged
 
     # ------------------------------------------------------------ state
     @property
@@ -115,6 +141,37 @@ class KnowledgeBase:
     def has_index(self) -> bool:
         return self.root.current() is not None
 
+    def follow_live(self) -> bool:
+        """Swap in the live build if another process published a newer one since it was opened (a chat
+        started while a build ran); True if it did."""
+        with self._lock:
+            searcher = self._searcher
+        current = self.root.current()
+        if searcher is None or current is None or current == self._opened(searcher):
+            return False
+        try:
+            self.reload()
+        except UserError:
+            return False
+        return True
+
+    @staticmethod
+    def _opened(searcher: Searcher):
+        """What `root.current()` named when the searcher's build was opened: its folder, or its Milvus collection."""
+        snap = searcher.snap
+        return snap.path.resolve() if snap.path is not None else getattr(snap, "collection", None)
+
+    def stale_settings(self) -> str | None:
+        """A note when the live index was built with other chunk settings than the configuration's, else None."""
+        info = self.searcher().snap.info
+        built = (info.get("max_tokens"), info.get("overlap_sentences"))
+        wanted = (self.cfg.chunking.max_tokens, self.cfg.chunking.overlap_sentences)
+        if None in built or built == wanted:
+            return None
+        return (f"the index was built with chunking.max_tokens = {built[0]}, overlap_sentences = {built[1]} "
+                f"(the configuration says {wanted[0]}, {wanted[1]}); `citebot index` will update it")
+
+    @_index_errors
     def searcher(self) -> Searcher:
         """The live searcher, opened on first use; UserError if there is no usable index."""
         with self._lock:
@@ -125,7 +182,7 @@ class KnowledgeBase:
                 # another process may have published a build: serve it if the alias moved
                 self._checked = time.monotonic()
                 live = self.root.current()
-                if live is not None and live != getattr(self._searcher.snap, "collection", None):
+                if live is not None and live != self._opened(self._searcher):
                     log.info("a new build was published (%s); switching to it", live)
                     self._searcher = self._open()
             return self._searcher
@@ -147,6 +204,7 @@ class KnowledgeBase:
             raise UserError(f"the index has vectors of dimension {searcher.snap.info.get('dim')} but model "
                             f"{self.cfg.embedding.model} makes {dim}; run `citebot index --rebuild`")
 
+    @_index_errors
     def reload(self) -> None:
         """Open the newest published build and swap it in; queries already running finish on the old one."""
         new = self._open()
@@ -175,6 +233,8 @@ class KnowledgeBase:
                 if self.has_index():
                     searcher = self.searcher()
                     getattr(searcher.snap, "keyword", None)
+            except IndexDamagedError as exc:  # logged once already; reported again when a question needs it
+                self.warm_error = str(exc)
             except Exception as exc:  # reported when a question needs what failed
                 self.warm_error = str(exc) or type(exc).__name__
                 log.warning("warm-up: %s", self.warm_error)
@@ -195,6 +255,7 @@ class KnowledgeBase:
         return self.ready
 
     # ------------------------------------------------------------ questions
+    @_index_errors
     def ask(self, question: str, k: int | None = None, *, doc: str | None = None, after: dt.date | None = None,
             before: dt.date | None = None, mode: str | None = None) -> Answer:
         """Answer `question` from the live index; `mode` (dense, bm25, hybrid) overrides retrieval.mode."""
@@ -216,15 +277,19 @@ class KnowledgeBase:
         answer.question = question.strip() if question.strip() else text
         return answer
 
+    @_index_errors
     def documents(self) -> list[DocInfo]:
         return self.searcher().docs
 
+    @_index_errors
     def info(self) -> dict:
         s = self.searcher()
         return {"documents": len(s.docs), "chunks": s.snap.size, "built_at": s.snap.info.get("built_at"),
                 "model": s.snap.info.get("model"), "build_seconds": s.snap.info.get("build_seconds"),
-                "index_type": s.snap.info.get("index_type")}
+                "index_type": s.snap.info.get("index_type"), "confidence_cut": s.min_score,
+                "cut_calibrated": s.cfg.min_score <= 0 and bool(s.snap.calibration)}
 
+    @_index_errors
     def context(self, chunk_id: int, chars: int = 600) -> tuple[str, str]:
         """The text around a chunk (up to `chars` on each side, cut at line ends) and the chunk's location."""
         s = self.searcher()
@@ -295,13 +360,20 @@ class KnowledgeBase:
                 self._voter_key = voter_key(self.cfg.index_dir)
         return user_hash(user_id, self._voter_key)
 
+    @_index_errors
     def record_feedback(self, question: str, chunk_ids: Sequence[int], user_hash: str, vote: int) -> None:
         """Store a vote; a member's later vote on the same answer replaces their earlier one."""
         if vote not in (1, -1):
             raise UserError("a vote is +1 or -1")
         rows = self.searcher().snap.chunks(list(chunk_ids))
         passages = [f"{rows[i]['doc']}#{rows[i]['hash'][:16]}" for i in chunk_ids if i in rows]
-        self.feedback.record(question, chunk_ids, passages, user_hash, vote)
+        import sqlite3
+        try:
+            self.feedback.record(question, chunk_ids, passages, user_hash, vote)
+        except (OSError, sqlite3.Error) as exc:  # a read-only or full disk: the vote is lost, said in one line
+            log.warning("vote not saved to %s: %s", self.feedback.path, exc)
+            raise UserError("the vote could not be saved (the index folder cannot be written); "
+                            "the bot's operator can see why in its log") from None
 
     # ------------------------------------------------------------ building
     def build(self, rebuild: bool = False, progress: Progress | None = None, hooks=None) -> BuildReport:
@@ -312,6 +384,8 @@ class KnowledgeBase:
             report = build_index(self.cfg, self.embedder, rebuild=rebuild, progress=progress, hooks=hooks)
         except _StoreBuildInProgress as exc:
             raise BuildInProgress(str(exc)) from None
+        except IndexNotWritable as exc:
+            raise IndexReadOnly(str(exc)) from None
         except (BuildError, EmbeddingError, StoreUnavailable) as exc:
             raise UserError(str(exc)) from None
         finally:
@@ -321,6 +395,7 @@ class KnowledgeBase:
         return report
 
     # ------------------------------------------------------------ summaries and timelines
+    @_index_errors
     def resolve_document(self, name: str) -> DocInfo:
         """The indexed document `name` stands for: a path relative to the docs folder, or a unique part of a
         file name or title (matched forgivingly). DocumentNotFound (a UserError) lists the closest matches
@@ -355,6 +430,7 @@ class KnowledgeBase:
             "; list the documents with /sources or `citebot docs`"
         raise DocumentNotFound(f"no indexed document matches '{name}'{hint}", suggestions)
 
+    @_index_errors
     def suggest_documents(self, text: str, limit: int = 25) -> list[DocInfo]:
         """Documents whose title or file name best match `text` (fuzzy), at most `limit` (for autocomplete)."""
         from index.summarize import suggest_documents
@@ -367,6 +443,7 @@ class KnowledgeBase:
                 self._sentence_vectors = SentenceVectors(self.embedder.encode)
             return self._sentence_vectors
 
+    @_index_errors
     def summary(self, name: str, sentences: int | None = None, chars: int | None = None):
         """The extractive summary (`index.summarize.Summary`) of the document `name` (see resolve_document):
         `sentences` sentences or at most `chars` characters, cached by the document's content hash."""
@@ -409,6 +486,7 @@ class KnowledgeBase:
         scored = sm.topic_sentences(searcher, text, self._vectors(), searcher.snap.document, cfg)
         return text, scored, cfg, searcher.min_score
 
+    @_index_errors
     def topic_summary(self, topic: str):
         """The sentences of each document that speaks to `topic`, grouped by document, newest first
         (`index.summarize.TopicSummary`); near-duplicates collapsed."""
@@ -420,6 +498,7 @@ class KnowledgeBase:
         result.elapsed_ms = (time.perf_counter() - started) * 1000
         return result
 
+    @_index_errors
     def timeline(self, topic: str):
         """The passages relevant to `topic` in order of their document's date, undated last
         (`index.summarize.Timeline`)."""

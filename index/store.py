@@ -67,6 +67,34 @@ class BuildInProgress(Exception):
     """Another build holds the lock."""
 
 
+class IndexNotWritable(Exception):
+    """The index folder cannot be written (a read-only disk, no permission, a file in the way)."""
+
+
+class IndexDamaged(Exception):
+    """A file of the live build cannot be read; str() is the one line to show, with what to run."""
+
+
+def damaged(path: Path, what: str, exc: BaseException | None = None) -> IndexDamaged:
+    """The one-line error for a build file that cannot be read: the index, the file and why, what to run."""
+    why = ""
+    if exc is not None:
+        detail = " ".join(str(exc).split())
+        if "faiss" in detail.lower() or len(detail) > 80:  # FAISS errors quote its C++ source: keep the gist
+            detail = "cannot be read"
+        why = f": {detail or type(exc).__name__}"
+    return IndexDamaged(f"the index at {path} is damaged ({what}{why}); run `citebot index --rebuild`")
+
+
+def _sqlite_damage(exc: BaseException) -> bool:
+    """An SQLite error caused by the file (not by a query): a damaged or foreign database."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    text = str(exc).lower()
+    return not isinstance(exc, sqlite3.OperationalError) or any(
+        w in text for w in ("malformed", "not a database", "disk i/o", "no such table", "unable to open"))
+
+
 @dataclass
 class DocInfo:
     """A document as the index knows it."""
@@ -132,9 +160,18 @@ class IndexRoot:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the build lock; raise BuildInProgress at once if someone else holds it."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / "build.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        """Hold the build lock; raise BuildInProgress at once if someone else holds it, IndexNotWritable if
+        the index folder cannot be made or written."""
+        if self.root.exists() and not self.root.is_dir():
+            raise IndexNotWritable(f"the index folder {self.root} is a file, not a folder")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / "build.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            if isinstance(exc, (FileNotFoundError, NotADirectoryError)) or not self.root.is_dir():
+                raise IndexNotWritable(f"cannot create the index folder {self.root} ({why})") from None
+            raise IndexNotWritable(f"cannot write to the index folder {self.root} ({why})") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -155,7 +192,10 @@ class IndexRoot:
         path = self.root / "build.lock"
         if not path.exists():
             return False
-        fd = os.open(path, os.O_RDWR)
+        try:
+            fd = os.open(path, os.O_RDONLY)  # flock needs no write access: a read-only index can be asked
+        except OSError:
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -267,20 +307,34 @@ class Snapshot:
         in RAM beside the one being served)."""
         import faiss
         self.path = Path(path)
-        if not (self.path / SQLITE_FILE).exists() or not (self.path / FAISS_FILE).exists():
-            raise IndexMissing(f"index at {self.path} is incomplete")
+        for name in (SQLITE_FILE, FAISS_FILE):
+            if not (self.path / name).exists():
+                raise IndexMissing(f"the index at {self.path} is incomplete ({name} is missing); "
+                                   "run `citebot index --rebuild`")
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
-        self.index = VectorIndex(faiss.read_index(str(self.path / FAISS_FILE), flags))
-        self._con = sqlite3.connect(f"file:{self.path / SQLITE_FILE}?mode=ro", uri=True, check_same_thread=False)
-        self._con.row_factory = sqlite3.Row
+        try:
+            self.index = VectorIndex(faiss.read_index(str(self.path / FAISS_FILE), flags))
+        except Exception as exc:
+            raise damaged(self.path, FAISS_FILE, exc) from None
         self._lock = threading.Lock()
-        self.info = {r["key"]: json.loads(r["value"]) for r in self.query("SELECT key, value FROM build_info")}
         self._keyword = None
         self._keyword_lock = threading.Lock()
         self._chunk_docs: np.ndarray | None = None
         self._calibration: dict | None = None
-        self.has_sentences = bool(self.query(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sentences'"))
+        try:
+            self._con = sqlite3.connect(f"file:{self.path / SQLITE_FILE}?mode=ro", uri=True,
+                                        check_same_thread=False)
+            self._con.row_factory = sqlite3.Row
+            self.info = {r["key"]: json.loads(r["value"]) for r in self.query("SELECT key, value FROM build_info")}
+            self.has_sentences = bool(self.query(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sentences'"))
+        except IndexDamaged:
+            raise
+        except (sqlite3.Error, ValueError) as exc:
+            raise damaged(self.path, SQLITE_FILE, exc) from None
+        rows = self.info.get("chunks")
+        if isinstance(rows, int) and rows != self.index.ntotal:
+            raise damaged(self.path, f"{FAISS_FILE} has {self.index.ntotal} vectors for {rows} passages")
 
     @property
     def keyword(self):
@@ -289,9 +343,14 @@ class Snapshot:
         if self._keyword is None:
             with self._keyword_lock:
                 if self._keyword is None:
-                    from index.bm25 import BM25_DIR, KeywordIndex
+                    from index.bm25 import BM25_DIR, KeywordIndex, KeywordIndexError
                     if (self.path / BM25_DIR).is_dir():
-                        self._keyword = KeywordIndex.load(self.path / BM25_DIR)
+                        try:
+                            self._keyword = KeywordIndex.load(self.path / BM25_DIR)
+                        except KeywordIndexError:
+                            raise
+                        except Exception as exc:  # a truncated or edited file: numpy, JSON or OS errors
+                            raise damaged(self.path, f"keyword index {BM25_DIR}", exc) from None
                     else:
                         rows = self.query("SELECT text FROM chunks ORDER BY id")
                         self._keyword = KeywordIndex.build([r["text"] for r in rows])
@@ -299,7 +358,12 @@ class Snapshot:
 
     def query(self, sql: str, params: Sequence = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._con.execute(sql, params).fetchall()
+            try:
+                return self._con.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                if _sqlite_damage(exc):
+                    raise damaged(self.path, SQLITE_FILE, exc) from None
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -483,33 +547,64 @@ class SummaryCache:
                     " PRIMARY KEY (content_hash, model, params))")
         return con
 
+    def _heal(self, exc: sqlite3.DatabaseError) -> bool:
+        """A cache that cannot be read is moved aside (summaries.sqlite.damaged) and made again empty: True
+        if that was done. Its entries are made again on request."""
+        text = str(exc).lower()
+        if isinstance(exc, sqlite3.OperationalError) and not ("malformed" in text or "not a database" in text):
+            return False  # locked, read-only, disk full: the file is fine
+        if not self.path.exists():
+            return False
+        aside = self.path.with_name(self.path.name + ".damaged")
+        try:
+            os.replace(self.path, aside)
+            for extra in ("-journal", "-wal", "-shm"):
+                Path(f"{self.path}{extra}").unlink(missing_ok=True)
+        except OSError:
+            return False
+        log.warning("the summary cache %s could not be read (%s); moved to %s and started again",
+                    self.path, exc, aside.name)
+        return True
+
+    def _run(self, work, default=None):
+        """`work(con)` under the lock; a damaged cache is healed and the work done once more on the new one."""
+        for attempt in (1, 2):
+            try:
+                with self._lock, closing(self._connect()) as con, con:
+                    return work(con)
+            except sqlite3.DatabaseError as exc:
+                if attempt == 2 or not self._heal(exc):
+                    raise
+        return default
+
     def get(self, content_hash: str, model: str, params: str) -> dict | None:
         """{"spans": [[start, end], ...], "whole": bool, "total": int, "seconds": float} or None."""
         if not self.path.exists():
             return None
-        with self._lock, closing(self._connect()) as con:
-            row = con.execute("SELECT spans, whole, total, seconds FROM summaries WHERE content_hash = ? AND"
-                              " model = ? AND params = ?", (content_hash, model, params)).fetchone()
+        row = self._run(lambda con: con.execute(
+            "SELECT spans, whole, total, seconds FROM summaries WHERE content_hash = ? AND model = ? AND"
+            " params = ?", (content_hash, model, params)).fetchone())
         if row is None:
             return None
-        return {"spans": [tuple(s) for s in json.loads(row[0])], "whole": bool(row[1]), "total": row[2],
-                "seconds": row[3]}
+        try:
+            return {"spans": [tuple(s) for s in json.loads(row[0])], "whole": bool(row[1]), "total": int(row[2]),
+                    "seconds": float(row[3])}
+        except (ValueError, TypeError):  # an edited row: made again
+            return None
 
     def put(self, content_hash: str, model: str, params: str, doc: str, spans: Sequence[tuple[int, int]],
             whole: bool, total: int, seconds: float) -> None:
-        with self._lock, closing(self._connect()) as con, con:
-            con.execute("INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (content_hash, model, params, doc, json.dumps([list(s) for s in spans]), int(whole),
-                         int(total), float(seconds),
-                         dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")))
+        self._run(lambda con: con.execute(
+            "INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (content_hash, model, params, doc, json.dumps([list(s) for s in spans]), int(whole), int(total),
+             float(seconds), dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))))
 
     def entries(self) -> list[dict]:
         """Every cached summary's key and document, for pruning and reports."""
         if not self.path.exists():
             return []
-        with self._lock, closing(self._connect()) as con:
-            rows = con.execute("SELECT content_hash, model, params, doc FROM summaries").fetchall()
-        return [{"content_hash": h, "model": m, "params": p, "doc": d} for h, m, p, d in rows]
+        rows = self._run(lambda con: con.execute("SELECT content_hash, model, params, doc FROM summaries").fetchall())
+        return [{"content_hash": h, "model": m, "params": p, "doc": d} for h, m, p, d in rows or []]
 
     def prune(self, live_hashes: set[str] | frozenset[str], model: str | None = None) -> list[dict]:
         """Remove entries whose content hash is not in `live_hashes` (or made with another model than
@@ -517,9 +612,9 @@ class SummaryCache:
         gone = [e for e in self.entries()
                 if e["content_hash"] not in live_hashes or (model is not None and e["model"] != model)]
         if gone:
-            with self._lock, closing(self._connect()) as con, con:
-                con.executemany("DELETE FROM summaries WHERE content_hash = ? AND model = ? AND params = ?",
-                                [(e["content_hash"], e["model"], e["params"]) for e in gone])
+            self._run(lambda con: con.executemany(
+                "DELETE FROM summaries WHERE content_hash = ? AND model = ? AND params = ?",
+                [(e["content_hash"], e["model"], e["params"]) for e in gone]))
         return gone
 
 

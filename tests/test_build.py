@@ -271,3 +271,20 @@ def test_an_index_made_before_file_name_dates_opens_and_is_dated_by_the_next_bui
     report = old.build()
     assert report.changed == [release] and report.embedded == 0
     assert {d.doc: str(d.date) for d in old.documents()}[release] == "2018"
+
+
+def test_progress_moves_within_one_large_file(tmp_path, embedder, monkeypatch):
+    """Chunking reports characters as it goes, not one step per file (a 50 MB file sat at 0/1 for minutes)."""
+    from index import chunking, documents
+    monkeypatch.setattr(chunking, "COUNT_SLICE", 4)  # sentences counted at a time; 5000 in real use
+    monkeypatch.setattr(documents, "CLEAN_STEP", 5)  # lines cleaned between reports; 20000 in real use
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "one.txt").write_text("\n".join(f"Sentence number {i} is about parking." for i in range(40)))
+    seen = []
+    kb = KnowledgeBase(make_config(tmp_path / "docs", tmp_path / "index"), embedder=embedder)
+    kb.build(progress=lambda stage, done, total: seen.append((done, total)) if stage == "chunking" else None)
+    total = seen[-1][1]
+    inside = [done for done, _ in seen if 0 < done < total]
+    assert seen[-1][0] == total and total > 1000 and inside == sorted(inside)  # never backwards
+    cleaning = [done for done in inside if done <= 0.4 * total]
+    assert len(set(cleaning)) >= 5 and len(set(inside) - set(cleaning)) >= 5  # both steps of one file move

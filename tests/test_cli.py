@@ -85,9 +85,13 @@ def test_ask_reads_questions_from_stdin(built, capsys, monkeypatch):
     code, out, _ = run(capsys, *built, "ask", "--json", "-", "-k", "2", monkeypatch=monkeypatch,
                        stdin="What grade did the inspectors give?\n\n   \nWhat did the PCC say about funding?\n")
     lines = [json.loads(line) for line in out.splitlines()]
-    assert code == 0 and len(lines) == 2
-    assert all(len(a["passages"]) == 2 for a in lines)
-    assert lines[1]["question"] == "What did the PCC say about funding?"
+    # one output line per input line, blank ones included (an error object), so that they can be paired
+    assert code == 1 and len(lines) == 4
+    assert [a.get("error", "")[:30] for a in lines] == ["", "please ask a question in words", "please ask a "
+                                                        "question in words", ""]
+    assert lines[1]["question"] == "" and lines[2]["question"] == "   "
+    assert all(len(a["passages"]) == 2 for a in (lines[0], lines[3]))
+    assert lines[3]["question"] == "What did the PCC say about funding?"
 
 
 def test_chat_answers_and_lists(built, capsys, monkeypatch):
@@ -158,3 +162,77 @@ def test_commands_import_only_what_they_need(embedder, tmp_path):
     assert imported("index") == {"onnxruntime", "faiss", "bm25s"}  # 26 chunks embedded
     assert imported("index") == {"faiss", "bm25s"}  # nothing changed: the model is not loaded
     assert not imported("docs") & {"torch", "transformers", "sentence_transformers", "onnxruntime"}
+
+
+# ---------------------------------------------------------------- faults and bad input, round 2
+
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x9b31m"
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory, embedder):
+    """A docs folder whose text and file names hold terminal escape sequences and a newline, indexed once."""
+    from conftest import make_config
+    from index.kb import KnowledgeBase
+    base = tmp_path_factory.mktemp("odd")
+    docs = base / "docs"
+    docs.mkdir()
+    (docs / f"evil{ESCAPES}.txt").write_text(f"Escapes {ESCAPES} title line here\nThe wardens issued {ESCAPES}"
+                                             " 4,000 tickets to bicycles last spring.\n")
+    (docs / "two\nlines.txt").write_text("A file whose name holds a newline, about horses in the park.\n")
+    KnowledgeBase(make_config(docs, base / "index"), embedder=embedder).build()
+    return ["--docs", str(docs), "--index", str(base / "index")]
+
+
+def controls(text: str) -> list[str]:
+    import re
+    return re.findall(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", text)
+
+
+def test_control_characters_are_never_printed_raw(odd, capsys, monkeypatch):
+    for argv in (["ask", "how many tickets did the wardens issue to bicycles?"], ["docs"]):
+        code, out, err = run(capsys, *odd, *argv)
+        assert code == 0 and "4,000" in out or argv == ["docs"]
+        assert not controls(out) and not controls(err), (argv, out)
+    code, out, err = run(capsys, *odd, "chat", monkeypatch=monkeypatch,
+                         stdin="/docs\nhow many tickets did the wardens issue?\n/history\n")
+    assert code == 0 and "4,000" in out and not controls(out) and not controls(err.replace("\r", ""))
+    # JSON keeps the text verbatim, every control character escaped
+    code, out, _ = run(capsys, *odd, "ask", "--json", "how many tickets did the wardens issue to bicycles?")
+    assert not controls(out) and "\\u001b]0;pwned\\u0007" in out and "\\u009b31m" in out
+    answer = json.loads(out)
+    assert any(ESCAPES in p["text"] or ESCAPES in p["doc"] for p in answer["passages"])
+    code, out, _ = run(capsys, *odd, "docs", "--json")
+    assert not controls(out) and {d["doc"] for d in json.loads(out)} == {f"evil{ESCAPES}.txt", "two\nlines.txt"}
+
+
+def test_a_newline_in_a_file_name_keeps_the_docs_table_in_shape(odd, capsys):
+    code, out, _ = run(capsys, *odd, "docs")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 1 + 2 * 2  # a header, then two lines per document
+    assert "two lines.txt" in out
+
+
+def test_docs_given_a_file_says_so(tmp_path, capsys):
+    (tmp_path / "a.txt").write_text("some text")
+    code, _, err = run(capsys, "--docs", str(tmp_path / "a.txt"), "--index", str(tmp_path / "i"), "index")
+    assert code == 1 and err.strip() == f"citebot: docs folder {tmp_path / 'a.txt'} is a file, not a folder"
+
+
+def test_skip_warnings_are_printed_once(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("A short report about parking wardens and their tickets.\n")
+    (tmp_path / "docs" / "b.pdf").write_text("not a pdf")
+    proc = subprocess.run([sys.executable, "-m", "bot.cli", "--docs", str(tmp_path / "docs"), "--index",
+                           str(tmp_path / "index"), "index"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stderr.count("b.pdf") == 1, proc.stderr
+    assert "1 skipped" in proc.stdout
+
+
+def test_ask_says_when_the_index_was_built_with_other_chunk_settings(built, capsys, monkeypatch):
+    run(capsys, *built, "index")
+    monkeypatch.setenv("CITEBOT_CHUNKING_MAX_TOKENS", "120")
+    code, out, err = run(capsys, *built, "ask", "What grade did the inspectors give?")
+    assert code == 0 and "[1]" in out
+    assert err.strip() == ("note: the index was built with chunking.max_tokens = 200, overlap_sentences = 1 (the "
+                           "configuration says 120, 1); `citebot index` will update it")

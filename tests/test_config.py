@@ -36,6 +36,13 @@ def test_environment_overrides(tmp_path):
     ("[bot]\nuse_threads = 'yes'\n", "bot.use_threads"),
     ("[vectors]\nef_search = -1\n", "vectors.ef_search = -1; expected 0 (by the index's size) or a search depth"),
     ("[paths\n", "not valid TOML"),
+    ("[retrieval]\ntop_k = 51\n", "retrieval.top_k = 51; expected 1 to 50"),
+    ("[chunking]\nmax_tokens = 600\n", "chunking.max_tokens = 600; expected 1 to 510 (and at most what the model "
+                                       "reads: 254 for all-MiniLM-L6-v2)"),
+    ("[embedding]\nmodel = ''\n", "embedding.model = ''; expected a model name (e.g. all-MiniLM-L6-v2) or a "
+                                  "model folder's path"),
+    ("[embedding]\nmodel = '  '\n", "embedding.model = '  '; expected a model name"),
+    ("[embedding]\ndevice = 'tpu'\n", "embedding.device = 'tpu'; expected cpu, cuda, cuda:N or mps"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, message):
     path = tmp_path / "c.toml"
@@ -61,6 +68,27 @@ def test_unknown_keys_are_warned_not_fatal(tmp_path, caplog):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml", env={})
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:1", "mps"])
+def test_devices_accepted(tmp_path, device):
+    path = tmp_path / "c.toml"
+    path.write_text(f"[embedding]\ndevice = '{device}'\n")
+    assert load_config(path, env={}).embedding.device == device
+
+
+def test_chunks_longer_than_the_model_reads_are_refused_before_building(tmp_path, embedder):
+    """max_seq_length 256 of the default model, less its two special tokens: 254 word pieces per passage."""
+    from conftest import make_config
+    from index.kb import KnowledgeBase, UserError
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("Some text about parking.\n")
+    cfg = make_config(tmp_path / "docs", tmp_path / "index", chunking={"max_tokens": 300})
+    with pytest.raises(UserError, match=re.escape("config: chunking.max_tokens = 300 is more than model "
+                                                  "all-MiniLM-L6-v2 reads (254 word pieces besides its 2 special "
+                                                  "tokens); expected 1 to 254")):
+        KnowledgeBase(cfg, embedder=embedder).build()
+    assert not (tmp_path / "index").exists()
 
 
 def test_store_backend_and_milvus_keys(tmp_path, monkeypatch):

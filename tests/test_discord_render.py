@@ -72,10 +72,11 @@ def test_trim_cuts_on_a_word_boundary_with_an_ellipsis():
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=500), st.integers(0, 300))
 def test_trim_never_exceeds_the_limit(text, limit):
+    from bot.printable import printable
     out = trim(text, limit)
     assert len(out) <= limit
-    if len(text) <= limit:
-        assert out == text
+    if len(printable(text)) <= limit:
+        assert out == printable(text)  # control characters are never sent
 
 
 @settings(max_examples=200, deadline=None)
@@ -225,16 +226,27 @@ def test_help_embed_shows_what_the_bot_knows():
     assert "<#42>" in fields["How to ask"]
     missing = render.help_embed(None, error="no index yet; run `citebot index`")
     assert "no index yet" in missing.fields[0].value
+    info.update(confidence_cut=0.2871, cut_calibrated=True)
+    fields = {f.name: f.value for f in render.help_embed(info, []).fields}
+    assert fields["Confidence cut"] == "0.287 (calibrated for these documents)"
+
+
+def test_the_index_reports_its_calibrated_cut(kb):
+    info = kb.info()
+    assert info["cut_calibrated"] and info["confidence_cut"] == kb.searcher().snap.calibration["threshold"]
 
 
 def test_progress_and_reindex_texts():
     assert render.progress_text("embedding", 40, 120) == "⏳ Reindexing… embedding 40/120 passages"
     assert render.progress_text("starting", 0, 0) == "⏳ Reindexing… starting"
+    assert render.progress_text("chunking", 2_500_000, 10_000_000) == "⏳ Reindexing… chunking 25%"  # characters
     report = SimpleNamespace(added=["a.txt"], changed=[], removed=[f"old-{i}.txt" for i in range(400)],
                              skipped=["bad.pdf: not a PDF; skipped"], embedded=12, reused=30, seconds=3.21)
     text = render.reindex_text(report)
     assert text.startswith("✅ Index updated in 3.2 s: 1 added, 0 changed, 400 removed; 12 passages embedded")
     assert "Added (1): `a.txt`" in text and "and 390 more" in text and "⚠️ 1 skipped: bad.pdf" in text
+    report.skipped.append("c.txt: sidecar c.txt.meta.toml is not valid TOML (…); indexed without it")
+    assert "⚠️ 1 skipped, 1 warnings: bad.pdf" in render.reindex_text(report)
     assert len(text) <= CONTENT
 
 
@@ -286,3 +298,17 @@ def test_why_shows_each_sources_scores_and_says_in_plain_words_why_it_was_confid
     assert "not confident" in unsure.description and "possibly related" in unsure.description
     assert render.why_text(answer([], confident=False), 0.29).startswith("No passage matched")
     assert_limits(render.why_embed(answer([passage(n, title="t" * 300) for n in range(1, 11)]), 10, None))
+
+
+def test_terminal_control_sequences_in_documents_are_never_sent():
+    evil = "Title \x1b]0;pwned\x07 \x1b[2J\x9b31m"
+    p = passage(1, text="Intro \x1b[2J sentence. The force recorded 8,300 more crimes in 2018.\x07 Outro.",
+                title=evil, doc="odd\x1b[31m\nname.txt", location="line \x9b3")
+    embeds = [render.answer_embed(answer([p])), render.documents_embed([doc(1, title=evil)], 0),
+              render.context_embed(1, p, "Before \x1b[2J the force recorded 8,300 more crimes.", "line \x1b7")]
+    for embed in embeds:
+        text = str(embed.to_dict())
+        parts = [embed.title or "", embed.description or "", embed.footer.text or ""]
+        parts += [f.name + f.value for f in embed.fields]
+        assert not any(re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", part) for part in parts), text
+    assert "8,300" in str(embeds[0].to_dict()) and "pwned" in (embeds[0].fields[0].name + str(embeds[0].to_dict()))

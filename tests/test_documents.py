@@ -291,3 +291,139 @@ def test_stream_cleans_one_document_at_a_time_with_lines_common_to_the_folder(tm
         assert [d.doc for d in it] == ["r1.txt", "r2.txt", "r3.txt"]
     docs, warnings = load_documents(tmp_path)
     assert [d.text for d in docs][0] == first.text and len(warnings) == 1
+
+
+# ---------------------------------------------------------------- faults and bad input, round 2
+
+def test_links_to_files_and_folders_outside_the_docs_folder_are_not_read(tmp_path):
+    docs, outside = tmp_path / "docs", tmp_path / "outside"
+    (docs / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "passwd.txt").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (outside / "notes.md").write_text("# Private\n\nroot:secret outside the docs folder.\n")
+    (docs / "report.txt").write_text("The report inside the docs folder speaks of parking.\n")
+    (docs / "sub" / "inner.txt").write_text("An inner note about bicycles.\n")
+    (docs / "passwd.txt").symlink_to(outside / "passwd.txt")          # a file outside
+    (docs / "linked").symlink_to(outside)                              # a folder outside
+    (docs / "again.txt").symlink_to(docs / "report.txt")               # inside: the same file a second time
+    (docs / "alias").symlink_to(docs / "sub")                          # inside: a folder, followed once
+    loaded, warnings = load_documents(docs)
+    assert sorted(d.doc for d in loaded) == ["report.txt", "sub/inner.txt"]
+    assert not any("root:" in d.text for d in loaded)
+    text = "\n".join(warnings)
+    assert "passwd.txt: link to a file outside the docs folder; skipped" in text
+    assert "linked: link to a folder outside the docs folder; skipped" in text
+    assert "again.txt: the same file as report.txt (a link); skipped" in text
+    assert "alias: link to the folder sub, which is read as itself; skipped" in text
+    assert sum("outside the docs folder" in w for w in warnings) == 2  # once per link
+
+
+def test_an_index_folder_inside_the_docs_folder_is_not_read(tmp_path, embedder):
+    from conftest import make_config
+    from index.kb import KnowledgeBase
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "report.txt").write_text("The report speaks of parking wardens and bicycles in the city.\n")
+    kb = KnowledgeBase(make_config(docs, docs / "index"), embedder=embedder)
+    kb.build()
+    (docs / "index" / "stray.txt").write_text("A text file that happens to lie in the index folder.\n")
+    report = kb.build()
+    assert [d.doc for d in kb.documents()] == ["report.txt"] and report.skipped == []
+
+
+def test_a_folder_that_cannot_be_read_is_warned_by_name(tmp_path, monkeypatch):
+    import errno
+    import os
+    (tmp_path / "open").mkdir()
+    (tmp_path / "open" / "a.txt").write_text("A readable note about parking.\n")
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "b.txt").write_text("A note nobody may read.\n")
+    real = os.scandir
+
+    def scandir(path="."):  # tests run as root, which reads any folder: refuse it at the OS boundary instead
+        if str(path).endswith("locked"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    docs, warnings = load_documents(tmp_path)
+    assert [d.doc for d in docs] == ["open/a.txt"]
+    assert warnings == ["locked/: folder cannot be read (Permission denied); skipped"]
+
+
+def test_a_sidecar_with_a_syntax_error_is_warned_about_and_left_out(tmp_path):
+    (tmp_path / "a.txt").write_text("A report about the force's call handling in the spring.\n")
+    (tmp_path / "a.txt.meta.toml").write_text('title = "unclosed\n')
+    docs, warnings = load_documents(tmp_path)
+    assert [d.doc for d in docs] == ["a.txt"]  # the document is indexed, from its own text
+    assert len(warnings) == 1 and warnings[0].startswith("a.txt: sidecar a.txt.meta.toml is not valid TOML")
+    assert warnings[0].endswith("indexed without it")
+
+
+def test_metadata_of_the_wrong_type_is_warned_about_and_ignored(tmp_path):
+    (tmp_path / "a.md").write_text("---\ntitle: [a, b]\ndate: {day: 1}\n---\n# The real heading\n\nBody text here.\n")
+    (tmp_path / "b.txt").write_text("Second report about the control room.\n")
+    (tmp_path / "b.txt.meta.toml").write_text('title = ["x", "y"]\nurl = 5\n')
+    docs, warnings = load_documents(tmp_path)
+    a, b = by_name(docs, "a.md"), by_name(docs, "b.txt")
+    assert a.title == "The real heading" and a.date is None
+    assert b.title == "Second report about the control room." and b.url is None
+    assert sorted(warnings) == [
+        "a.md: front matter: date = {'day': 1} is a dict, expected a date, a year or text; ignored",
+        "a.md: front matter: title = ['a', 'b'] is a list, expected text; ignored",
+        "b.txt: sidecar b.txt.meta.toml: title = ['x', 'y'] is a list, expected text; ignored",
+        "b.txt: sidecar b.txt.meta.toml: url = 5 is a int, expected text; ignored"]
+
+
+def _encrypted_pdf(path, user: str, algorithm: str) -> None:
+    from io import BytesIO
+    from pypdf import PdfReader, PdfWriter
+    writer = PdfWriter(clone_from=PdfReader(BytesIO(make_pdf([["The encrypted report on crime recording."]]))))
+    writer.encrypt(user, "owner-secret", algorithm=algorithm)
+    with open(path, "wb") as fh:
+        writer.write(fh)
+
+
+def test_aes_encrypted_pdfs_are_read_and_a_password_is_asked_for_in_words(tmp_path):
+    _encrypted_pdf(tmp_path / "aes128.pdf", "", "AES-128")      # opens without a password, as RC4 ones do
+    _encrypted_pdf(tmp_path / "aes256.pdf", "", "AES-256")
+    _encrypted_pdf(tmp_path / "locked.pdf", "pw", "AES-256")    # really needs one
+    docs, warnings = load_documents(tmp_path)
+    assert sorted(d.doc for d in docs) == ["aes128.pdf", "aes256.pdf"]
+    assert all("crime recording" in d.text for d in docs)
+    assert warnings == ["locked.pdf: encrypted PDF that needs a password to open; save a copy without one; skipped"]
+
+
+def test_utf16_text_is_decoded_and_binary_without_nul_bytes_is_skipped(tmp_path):
+    import random
+    text = "Rapport über die Polizei in Leicester, été 2019: 21,200 crimes.\n" * 3
+    (tmp_path / "le.txt").write_bytes(text.encode("utf-16"))           # with its byte-order mark
+    (tmp_path / "be.md").write_bytes("\ufeff# Titre\n\nUn texte en UTF-16 BE.\n".encode("utf-16-be"))
+    noise = bytes(b for b in random.Random(7).randbytes(60000) if b)  # no NUL byte anywhere
+    (tmp_path / "noise.txt").write_bytes(noise)
+    docs, warnings = load_documents(tmp_path)
+    assert sorted(d.doc for d in docs) == ["be.md", "le.txt"]
+    assert "21,200 crimes" in by_name(docs, "le.txt").text and by_name(docs, "be.md").title == "Titre"
+    assert len(warnings) == 1 and warnings[0].startswith("noise.txt: binary file (")
+    assert warnings[0].endswith("control characters), not text; skipped")
+
+
+def test_locations_are_found_by_binary_search_exactly_as_by_a_scan():
+    import random
+    from index.documents import Block, Document
+    rng = random.Random(3)
+    blocks, offset = [], 0
+    for i in range(300):
+        n = rng.randint(1, 40)
+        blocks.append(Block(offset, offset + n, page=i // 50 + 1, section=f"s{i // 7}", line=i + 1))
+        offset += n + 1
+    d = Document("d.txt", Path("d.txt"), "text", "t", None, None, "x" * offset, blocks)
+    for _ in range(500):
+        a = rng.randint(0, offset)
+        b = rng.randint(a, offset + 1)
+        after = [x for x in blocks if x.end > a]
+        assert d.page_at(a) == (after[0].page if after else blocks[-1].page)
+        assert d.section_at(a) == (after[0].section if after else None)
+        inside = [x for x in blocks if x.end > a and x.start < b] or blocks[:1]
+        lines = [x.line for x in inside]
+        expected = f"line {lines[0]}" if len(lines) == 1 else f"lines {lines[0]}–{lines[-1]}"
+        assert d.location(a, b).endswith(expected)

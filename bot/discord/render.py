@@ -213,6 +213,9 @@ def help_embed(info: dict | None, ask_channels: Sequence[int] = (), error: str |
         embed.add_field(name="Passages", value=str(info.get("chunks", "?")))
         embed.add_field(name="Last build", value=_when(info.get("built_at")))
         embed.add_field(name="Model", value=trim(escape(str(info.get("model") or "?")), 200))
+        if info.get("confidence_cut") is not None:
+            how = "calibrated for these documents" if info.get("cut_calibrated") else "set in config.toml"
+            embed.add_field(name="Confidence cut", value=f"{info['confidence_cut']:.3f} ({how})")
     else:
         embed.add_field(name="Index", value=trim(escape(error or "not built yet"), 500), inline=False)
     usage = ["`/ask question` — quoted passages with sources (filters: document, after, before; private)",
@@ -238,11 +241,13 @@ def _when(iso: str | None) -> str:
     return f"<t:{int(moment.timestamp())}:f> (<t:{int(moment.timestamp())}:R>)"
 
 
-_STAGE_UNITS = {"chunking": "documents", "embedding": "passages"}
+_STAGE_UNITS = {"embedding": "passages"}
 
 
 def progress_text(stage: str, done: int, total: int) -> str:
     """The /reindex reply while a build runs, e.g. '⏳ Reindexing… embedding 40/120 passages'."""
+    if total > 0 and stage == "chunking":  # counted in characters of text: a share reads better
+        return f"⏳ Reindexing… {stage} {min(100, done * 100 // total)}%"
     if total > 0:
         return trim(f"⏳ Reindexing… {stage} {done}/{total} {_STAGE_UNITS.get(stage, '')}".rstrip(), CONTENT)
     return trim(f"⏳ Reindexing… {stage}", CONTENT)
@@ -260,8 +265,11 @@ def reindex_text(report: Any) -> str:
              f"{len(report.removed)} removed; {report.embedded} passages embedded, {report.reused} reused."]
     lines += [t for t in (names("Added", report.added), names("Changed", report.changed),
                           names("Removed", report.removed)) if t]
-    if report.skipped:
-        lines.append(f"⚠️ {len(report.skipped)} skipped: " + "; ".join(escape(one_line(s)) for s in report.skipped[:5]))
+    if report.skipped:  # files skipped, and metadata left out of files that were indexed (a bad sidecar)
+        skipped = sum(1 for s in report.skipped if s.endswith("skipped"))
+        label = f"{skipped} skipped" + (f", {len(report.skipped) - skipped} warnings" if skipped < len(report.skipped)
+                                        else "")
+        lines.append(f"⚠️ {label}: " + "; ".join(escape(one_line(s)) for s in report.skipped[:5]))
     return trim("\n".join(lines), CONTENT)
 
 

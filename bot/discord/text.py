@@ -7,6 +7,8 @@ from typing import Iterable
 
 import discord
 
+from bot.printable import printable
+
 CONTENT = 2000
 TITLE = 256
 DESCRIPTION = 4096
@@ -31,7 +33,10 @@ _ESCAPE = re.compile(rf"(?P<url>{_URL})|(?P<start>{_LINE_START})|(?P<char>{_INLI
 
 
 def escape(text: str) -> str:
-    """`text` with every Markdown construct (bold, links, mentions, headings, quotes, lists) made literal."""
+    """`text` with every Markdown construct (bold, links, mentions, headings, quotes, lists) made literal (and
+    control characters removed)."""
+    text = printable(text)
+
     def repl(m: re.Match) -> str:
         if m.group("url"):
             return m.group("url")
@@ -83,6 +88,7 @@ def trim(text: str, limit: int, ellipsis: str = ELLIPSIS) -> str:
     """`text` if it fits in `limit` characters, else cut on a word boundary and ended with an ellipsis."""
     if limit <= 0:
         return ""
+    text = printable(text)
     if len(text) <= limit:
         return text
     if limit <= len(ellipsis):
@@ -160,6 +166,7 @@ def fit_embed(embed: discord.Embed) -> discord.Embed:
 
     Over the 6000-character total, the longest field value, the description, the longest field name and the footer
     are shortened in turn (never below a readable size), and only then are the last fields dropped, with a note.
+    Control characters (terminal escape sequences in a document) are removed from every part (`trim` does it).
     """
     if embed.title:
         embed.title = trim(embed.title, TITLE)
