@@ -139,7 +139,10 @@ class KnowledgeBase:
         return self._building.locked() or self.root.is_locked()
 
     def has_index(self) -> bool:
-        return self.root.current() is not None
+        try:
+            return self.root.current() is not None
+        except StoreUnavailable as exc:  # Milvus not installed or not reachable: one line, not a traceback
+            raise UserError(str(exc)) from None
 
     def follow_live(self) -> bool:
         """Swap in the live build if another process published a newer one since it was opened (a chat

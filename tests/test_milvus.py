@@ -96,6 +96,8 @@ def test_a_milvus_lite_file_open_in_another_process_is_one_clear_line(library, e
             kb.searcher()
         message = str(info.value)
         assert "another process has this Milvus Lite file open" in message and "\n" not in message
+        with pytest.raises(UserError, match="another process has this Milvus Lite file open"):
+            kb.has_index()  # citebot doctor asks this first
     finally:
         holder.kill()
         holder.wait()
