@@ -10,10 +10,10 @@ into two new collections and switches the alias in one call:
 
     <prefix>                 the alias: the live build, switched with alter_alias (atomic on the server)
     <prefix>__<build>        chunks: id (= row of the keyword index), doc_id, offsets, location, text, hash,
-                             vector (FLAT below vectors.exact_below chunks, else HNSW, inner product = cosine)
-    <prefix>__<build>_meta   build info and confidence calibration, documents (metadata, text, blocks) and each
-                             chunk's sentence spans and float16 vectors, as JSON/base64 in parts of at most
-                             PART characters
+                             sentence spans and float16 vectors (JSON/base64), vector (FLAT below
+                             vectors.exact_below chunks, else HNSW, inner product = cosine)
+    <prefix>__<build>_meta   build info and confidence calibration, documents (metadata, text, blocks), and
+                             the sentences of a chunk too long for its field, in parts of at most PART characters
 
 A build killed before the switch leaves the alias on the old collections; its half-written collections are
 dropped by the next publish. After the switch, builds older than the previous one are dropped (the previous
@@ -49,6 +49,8 @@ TEXT_BYTES = 65535    # the longest chunk text a VARCHAR field holds
 BATCH = 1000          # rows per insert
 QUERY_IDS = 2000      # ids per `id in [...]` query
 PAGE = 10000          # ids per page when every row is read
+SENTENCE_CHARS = 65000  # a chunk's sentence spans and vectors longer than this go to the meta collection
+IN_META = "@meta"
 META = "_meta"
 STAGING = "milvus-staging"  # in paths.index
 
@@ -199,6 +201,7 @@ def _chunk_schema(c, dim: int):
     s.add_field("location", DataType.VARCHAR, max_length=4096)
     s.add_field("text", DataType.VARCHAR, max_length=TEXT_BYTES)
     s.add_field("hash", DataType.VARCHAR, max_length=128)
+    s.add_field("sentences", DataType.VARCHAR, max_length=65535)  # JSON [spans, base64 float16 vectors], IN_META
     s.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
     return s
 
@@ -237,11 +240,19 @@ def _upload(c, build_dir: Path, name: str, cfg) -> None:
             info.setdefault("vectors", {})["ef_search"] = search_depth(n, vcfg)
         info.update({"index_type": kind, "store": "milvus", "collection": name})
         _create(c, name, _chunk_schema(c, dim), ip)
-        rows = []
-        for r in con.execute('SELECT id, doc_id, ord, start, "end", page, section, location, text, hash'
-                             ' FROM chunks ORDER BY id'):
+        rows, overflow = [], []
+        for r in con.execute('SELECT c.id, c.doc_id, c.ord, c.start, c."end", c.page, c.section, c.location, c.text,'
+                             ' c.hash, s.spans, s.vectors FROM chunks c LEFT JOIN sentences s ON s.chunk_id = c.id'
+                             ' ORDER BY c.id'):
             if len(r["text"].encode()) > TEXT_BYTES:
                 raise ValueError(f"chunk {r['id']} is longer than Milvus's {TEXT_BYTES}-byte text field")
+            r = dict(r)
+            sent = "" if r["spans"] is None else json.dumps([json.loads(r["spans"]),
+                                                             base64.b64encode(r["vectors"]).decode()])
+            if len(sent) > SENTENCE_CHARS:  # a chunk of very many sentences: kept in the meta collection
+                overflow.append((r["id"], sent))
+                sent = IN_META
+            r["sentences"] = sent
             rows.append(r)
             if len(rows) == BATCH:
                 _insert_chunks(c, name, rows, vectors)
@@ -263,9 +274,8 @@ def _upload(c, build_dir: Path, name: str, cfg) -> None:
                                                       "removed": json.loads(d["removed"])}))
         if (build_dir / CALIBRATION_FILE).exists():  # the confidence cut calibrated for this build
             writer.add("calibration", 0, (build_dir / CALIBRATION_FILE).read_text())
-        for r in con.execute("SELECT chunk_id, spans, vectors FROM sentences ORDER BY chunk_id"):
-            writer.add("sent", r["chunk_id"], json.dumps([json.loads(r["spans"]),
-                                                          base64.b64encode(r["vectors"]).decode()]))
+        for chunk_id, sent in overflow:
+            writer.add("sent", chunk_id, sent)
         writer.flush()
         c.flush(name)
         c.flush(meta)
@@ -286,7 +296,8 @@ def _insert_chunks(c, name: str, rows, vectors) -> None:
     vecs = vectors.reconstruct_batch(ids)
     c.insert(name, [{"id": r["id"], "doc_id": r["doc_id"], "ord": r["ord"], "start": r["start"], "end": r["end"],
                      "page": -1 if r["page"] is None else r["page"], "section": r["section"] or "",
-                     "location": r["location"], "text": r["text"], "hash": r["hash"], "vector": v}
+                     "location": r["location"], "text": r["text"], "hash": r["hash"],
+                     "sentences": r["sentences"], "vector": v}
                     for r, v in zip(rows, vecs)])
 
 
@@ -467,10 +478,17 @@ class MilvusSnapshot(Snapshot):
                         blocks=[Block(*b) for b in extra["blocks"]], removed=extra["removed"])
 
     def sentence_rows(self, ids: Sequence[int]) -> dict[int, tuple[str, bytes]]:
+        """(spans JSON, float16 vector bytes) by chunk id, read with the chunks by primary key (a chunk of very
+        many sentences from the meta collection)."""
+        values = {int(r["id"]): r["sentences"] for r in self._by_ids(self.collection, "id", ids, ["id", "sentences"])}
+        far = [i for i, v in values.items() if v == IN_META]
+        if far:
+            values.update(self._blobs("sent", far))
         out = {}
-        for ref, value in self._blobs("sent", ids).items():
-            spans, blob = json.loads(value)
-            out[ref] = (json.dumps(spans), base64.b64decode(blob))
+        for chunk_id, value in values.items():
+            if value and value != IN_META:
+                spans, blob = json.loads(value)
+                out[chunk_id] = (json.dumps(spans), base64.b64decode(blob))
         return out
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:

@@ -130,3 +130,22 @@ def test_server_libraries_get_their_own_collections(tmp_path):
     assert names[111] != names[222] == names[333] != cfg.milvus.collection
     assert all(n.startswith("citebot_") and n.replace("_", "").isalnum() for n in names.values())
     assert cfg.milvus.collection == "citebot"  # the default library keeps the configured alias
+
+
+def test_sentences_too_long_for_their_field_are_kept_in_the_meta_collection(library, embedder, monkeypatch,
+                                                                           tmp_path_factory):
+    """A chunk's sentence vectors normally travel with the chunk (read by primary key); a chunk whose sentences
+    do not fit the field keeps them in the meta collection. Either way the answers are FAISS's."""
+    import index.milvus_store as ms
+    from conftest import library as built
+    docs, index = library
+    monkeypatch.setattr(ms, "SENTENCE_CHARS", 4000)  # some chunks in the meta collection, some not
+    kb = KnowledgeBase(milvus_config(docs, index), embedder=embedder)
+    kb.build()
+    snap = kb.searcher().snap
+    fields = snap.client.query(snap.collection, filter="id >= 0", output_fields=["id", "sentences"])
+    assert {r["sentences"] == ms.IN_META for r in fields} == {True, False}
+    faiss = built("faiss", embedder, tmp_path_factory)
+    for q in ("How many crimes does the force fail to record each year?", "Who chaired the disciplinary hearing?"):
+        got, want = kb.ask(q, 3), faiss.ask(q, 3)
+        assert [(p.doc, p.answer_spans) for p in got.passages] == [(p.doc, p.answer_spans) for p in want.passages]
