@@ -33,7 +33,7 @@ ANALYZER_FILE = "analyzer.json"
 # k1 = 1.2, b = 0.75 (Robertson's and Lucene's classic values), chosen on half of the SciFact queries over Anserini's
 # k1 = 0.9, b = 0.4 (nDCG@10 0.651 against 0.632 for keywords alone, 0.694 against 0.684 fused; 1.5/0.75 was level
 # with 1.2 on that half and lost on squad-dev): chunks vary in length (a heading, a table row, 200 word pieces)
-# and a long chunk should not win on one repeated word. RETRIEVAL.md, "Keyword scoring".
+# and a long chunk should not win on one repeated word. RETRIEVAL.md, "Keyword leg and fusion: before and after".
 K1, B = 1.2, 0.75
 
 _WORD = re.compile(r"\w+")
