@@ -94,20 +94,47 @@ def is_title_line(sentence: str, absolute_start: int, title: str) -> bool:
     return s.casefold() == title.strip().casefold() or not s.endswith((".", "!", "?", '"', "”", "’", "'", ")"))
 
 
-@dataclass(frozen=True, slots=True)
 class SentenceFacts:
-    """What the scorer reads of a sentence whatever the question (worked out once per sentence and cached)."""
-    words: int                       # words in the sentence
-    capitals: frozenset[str]         # capitalised words not at its start, lower-cased
-    digits: frozenset[str]           # digit runs
-    number: bool                     # a figure or a number word
-    time: bool                       # a year, month, century or decade
+    """What the scorer reads of a sentence whatever the question, each worked out when a question first needs it
+    (most questions ask for no particular kind of answer, so most sentences never need the patterns) and kept
+    with the sentence."""
+    __slots__ = ("text", "words", "_capitals", "_digits", "_number", "_time")
+
+    def __init__(self, text: str):
+        self.text = text
+        self.words = len(_WORD.findall(text))    # words in the sentence
+        self._capitals = self._digits = self._number = self._time = None
+
+    @property
+    def capitals(self) -> frozenset[str]:
+        """Capitalised words not at its start, lower-cased."""
+        if self._capitals is None:
+            self._capitals = frozenset(w.casefold() for w in _CAPITAL.findall(self.text))
+        return self._capitals
+
+    @property
+    def digits(self) -> frozenset[str]:
+        if self._digits is None:
+            self._digits = frozenset(_DIGITS.findall(self.text))
+        return self._digits
+
+    @property
+    def number(self) -> bool:
+        """A figure or a number word."""
+        if self._number is None:
+            self._number = bool(_NUMBER.search(self.text))
+        return self._number
+
+    @property
+    def time(self) -> bool:
+        """A year, month, century or decade."""
+        if self._time is None:
+            self._time = bool(_TIME.search(self.text))
+        return self._time
 
 
 def facts(sentence: str) -> SentenceFacts:
-    return SentenceFacts(len(_WORD.findall(sentence)), frozenset(w.casefold() for w in _CAPITAL.findall(sentence)),
-                         frozenset(_DIGITS.findall(sentence)), bool(_NUMBER.search(sentence)),
-                         bool(_TIME.search(sentence)))
+    return SentenceFacts(sentence)
 
 
 def sentence_features(qp: QuestionProfile, sentences: Sequence[SentenceFacts], terms: Sequence[frozenset],

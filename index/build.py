@@ -336,10 +336,12 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
 
 def _calibrate(cfg: Config, embedder: Embedder, build_dir: Path, previous: dict | None) -> float | None:
     """Calibrate the new build's confidence cut (`index.calibration`) and record it in the build; the previous
-    build's result when the chunks are the same and it was made by this calibration."""
+    build's result when the chunks, the retrieval settings and the calibration's version are the same."""
     from index import calibration
     from index.search import Searcher
-    if previous and previous.get("version") == calibration.VERSION:
+    from index.bm25 import B, K1
+    settings = {**dataclasses.asdict(cfg.retrieval), "min_score": None, "bm25": [K1, B]}
+    if previous and previous.get("version") == calibration.VERSION and previous.get("settings") == settings:
         result = previous
     else:
         snap = Snapshot(build_dir)
@@ -347,6 +349,7 @@ def _calibrate(cfg: Config, embedder: Embedder, build_dir: Path, previous: dict 
             result = calibration.calibrate(Searcher(snap, embedder, dataclasses.replace(cfg.retrieval, min_score=0.0)))
         finally:
             snap.close()
+        result["settings"] = settings  # a change of retrieval settings calibrates again
     path = build_dir / CALIBRATION_FILE
     calibration.write(path, result)
     with open(path, "rb") as fh:

@@ -44,6 +44,7 @@ ANSWER_DUPLICATE = 0.8   # answer sentences sharing this share of shingles say t
 SENTENCE_CACHE = 20000   # chunks whose sentence vectors are kept in memory
 RUNNER_UP = 1.0          # a second answer sentence is highlighted when its logit is within this of the best
 MERGE_MAX = 3            # chunks merged into one passage at most
+SCORED_PER_K = 2         # sentences are scored in the best 2k + 2 passages; the rest only fill k (by cosine)
 MERGE_GAP = 2            # characters between two chunks of one document that still make them adjacent
 LEGACY_MIN_SCORE = 0.29  # the confidence cut of an index built before calibration (measured on docs/ only)
 
@@ -307,7 +308,8 @@ class Searcher:
         hits = self.rank(question, mode, max(self.cfg.candidates, 3 * k), doc_ids, qvec)
         folded: dict = {}
         passages = self._passages(hits[: 3 * k + 5], folded)  # enough to fill k after folding and merging
-        self.pick_answer_sentences(question, qvec, passages)
+        self.pick_answer_sentences(question, qvec, passages[: SCORED_PER_K * k + 2])
+        self.pick_by_cosine(qvec, passages[SCORED_PER_K * k + 2:])
         passages.sort(key=lambda p: -p.scores["answer"])  # measured: better than adding the fused score
         # fold again on the answer sentences themselves: no two sources say the same thing
         passages = collapse_duplicates(passages, self.cfg.duplicate_threshold, folded)[:k]
@@ -407,7 +409,7 @@ class Searcher:
                 out.append(data)
             return out
 
-    def passage_sentences(self, p: Passage) -> tuple[list[tuple[int, int]], np.ndarray, list[frozenset],
+    def passage_sentences(self, p: Passage, analyse: bool = True) -> tuple[list[tuple[int, int]], np.ndarray, list[frozenset],
                                                      list[answering.SentenceFacts]]:
         """The sentences of a (possibly merged) passage as spans into its text, their vectors, analysed words and
         facts (`index.answering.facts`); a sentence repeated by overlapping chunks appears once."""
@@ -423,7 +425,7 @@ class Searcher:
                 if s + shift in seen or not 0 <= s + shift < e + shift <= len(p.text):
                     continue
                 seen.add(s + shift)
-                if words[i] is None:
+                if words[i] is None and analyse:
                     words[i] = frozenset(analyzer(q.text[s:e]))
                     known[i] = answering.facts(q.text[s:e])
                 spans.append((s + shift, e + shift))
@@ -485,6 +487,20 @@ class Searcher:
             p.answer_spans = join_fragments(sorted(spans[i] for i in chosen), spans, p.text)
             p.scores["answer"] = float(logit[order[0]])
             p.scores["sentence"] = float(answering.evidence(features, self.cfg.sentence_lexical_weight, terms).max())
+
+    def pick_by_cosine(self, qvec: np.ndarray, passages: list[Passage]) -> None:
+        """The passages past the scored ones (there to fill k when folding leaves too few): each highlights its
+        sentence nearest the question, and they rank after every scored passage."""
+        for p in passages:
+            spans, vectors, _, _ = self.passage_sentences(p, analyse=False)
+            if not spans:
+                p.answer_spans, p.scores["answer"], p.scores["sentence"] = [], -1e9, 0.0
+                continue
+            cos = vectors @ qvec
+            best = int(np.argmax(cos))
+            p.answer_spans = [spans[best]]
+            p.scores["answer"] = -1e6 + float(cos[best])
+            p.scores["sentence"] = float(cos[best])
 
     def candidates(self, question: str, k: int | None = None, mode: str | None = None) -> tuple[np.ndarray, list[Passage]]:
         """The question's vector and its folded and merged passages before answer sentences are chosen (what

@@ -162,3 +162,15 @@ def test_threshold_rule():
 def test_one_word_is_not_a_confident_question(kb, junk):
     """One word found in a sentence is weak evidence: a single word gets a third of the lexical share."""
     assert not kb.ask(junk, 3).confident
+
+
+def test_changed_retrieval_settings_calibrate_again(embedder, tmp_path):
+    from index.kb import KnowledgeBase
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "bees.txt").write_text(BEES)
+    first = KnowledgeBase(make_config(docs, tmp_path / "index"), embedder=embedder).build()
+    other = KnowledgeBase(make_config(docs, tmp_path / "index", retrieval={"dense_weight": 0.9}), embedder=embedder)
+    second = other.build()
+    assert second.embedded == 0 and other.searcher().snap.calibration["settings"]["dense_weight"] == 0.9
+    assert first.calibration is not None and second.calibration is not None

@@ -62,6 +62,23 @@ def test_keyword_index_round_trip(tmp_path):
     assert not loaded.scores("zzz unknown words").any()
 
 
+def test_keyword_scores_normalise_chunk_length_as_chosen(tmp_path):
+    """BM25 k1 = 1.2, b = 0.75 (chosen on SciFact): a short chunk naming the word once outranks a chunk eight
+    times longer that repeats it three times (Anserini's k1 = 0.9, b = 0.4 ranked the long one first); the
+    parameters are recorded with the saved index."""
+    filler = "inspection report county force record data audit review".split()
+    long = " ".join(["police"] * 3 + [f"{filler[i % 8]}{i}" for i in range(20)])
+    texts = ["Police station open", long] + [" ".join(filler[:5])] * 4
+    index = KeywordIndex.build(texts)
+    scores = index.scores("police")
+    assert scores[0] > scores[1] > 0
+    index.save(tmp_path / "bm25")
+    assert json.loads((tmp_path / "bm25" / "analyzer.json").read_text())["k1"] == 1.2
+    loaded = KeywordIndex.load(tmp_path / "bm25")
+    assert (loaded.retriever.k1, loaded.retriever.b) == (1.2, 0.75)
+    assert np.allclose(loaded.scores("police"), scores)
+
+
 def test_fusion_functions():
     assert list(minmax(np.array([2.0, 4.0, 3.0]))) == [0.0, 1.0, 0.5]
     assert not minmax(np.array([1.0, 1.0])).any()
