@@ -296,8 +296,8 @@ class Searcher:
 
         The retrieved pool (3k + 5 chunks) is folded (near-identical texts in two documents shown once) and
         merged (overlapping or adjacent chunks of one document become one passage, so sources are different
-        places); every sentence of the pool is scored (`index.answering`) and the passages are ordered by their
-        best sentence, so source [1] holds the sentence most likely to answer."""
+        places); the sentences of the best 2k + 2 passages are scored (`index.answering`) and the passages are
+        ordered by their best sentence, so source [1] holds the sentence most likely to answer."""
         started = time.perf_counter()
         k = k or self.cfg.top_k
         mode = mode or self.cfg.mode

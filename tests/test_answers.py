@@ -174,3 +174,22 @@ def test_changed_retrieval_settings_calibrate_again(embedder, tmp_path):
     second = other.build()
     assert second.embedded == 0 and other.searcher().snap.calibration["settings"]["dense_weight"] == 0.9
     assert first.calibration is not None and second.calibration is not None
+
+
+def test_the_scorer_can_be_refitted_from_a_question_file(kb):
+    """The way WEIGHTS were made (RETRIEVAL.md): candidates and features per question, gold labels, fit_weights."""
+    from index.evaluate import load_questions
+    from tests.test_retrieval import DATA
+    searcher = kb.searcher()
+    groups = []
+    for q in [q for q in load_questions(DATA / "questions.jsonl") if q.answerable][:12]:
+        qvec, passages = searcher.candidates(q.question)
+        xs, ys = [], []
+        for p, (spans, features, _) in zip(passages, searcher.sentence_features(q.question, qvec, passages)):
+            xs.extend(features)
+            ys.extend(q.phrase.casefold() in p.text[s:e].casefold() for s, e in spans)
+        groups.append((np.array(xs), np.array(ys, bool)))
+    weights = answering.fit_weights(groups)
+    assert weights.shape == answering.WEIGHTS.shape and np.isfinite(weights).all()
+    found = [y[int(np.argmax(answering.score(x, weights)))] for x, y in groups if y.any()]
+    assert sum(found) / len(found) >= 0.5  # on the questions it was fitted on
