@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 EXPORT_VERSION = 4  # 3: token embeddings as a second output (sentence vectors pooled at build time); 4: eager attention
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Texts per ONNX run, whatever the batch size asked: the int8 graph runs small batches faster (its attention
+# scores, batch x 12 heads x tokens^2, stay in cache): 250 SciFact chunks at 2 threads 34 chunks/s in runs
+# of 32, 49 in runs of 8, 60 in runs of 4 (2026-11-30, Intel Xeon, 2 cores; PERFORMANCE.md)
+RUN_TEXTS = 4
 MISSING = ("embedding.backend = 'onnx-int8' needs the packages onnxruntime and onnx "
            "(pip install onnxruntime onnx), or set embedding.backend = 'torch'")
 
@@ -272,7 +276,8 @@ class OnnxEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 32, normalize_embeddings: bool = True,
                convert_to_numpy: bool = True, show_progress_bar: bool = False, output_value: str | None = "sentence_embedding",
                **_) -> np.ndarray | list[dict]:
-        """Unit vectors (float32), one row per text; texts are batched by length like sentence-transformers.
+        """Unit vectors (float32), one row per text; texts are batched by length like sentence-transformers, at
+        most RUN_TEXTS to a run.
 
         `output_value=None` (as in sentence-transformers): one dict per text instead, with its
         "sentence_embedding", its "token_embeddings" and the tokenizer's "offset_mapping" (into the stripped
@@ -282,8 +287,9 @@ class OnnxEncoder:
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
         rows: list[dict] = [{} for _ in texts]
         order = np.argsort([-len(t) for t in texts], kind="stable")
-        for i in range(0, len(texts), batch_size):
-            idx = order[i:i + batch_size]
+        step = max(1, min(batch_size, RUN_TEXTS))
+        for i in range(0, len(texts), step):
+            idx = order[i:i + step]
             encodings = self._tokenize.encode_batch([texts[j] for j in idx])
             enc = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
                    "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),

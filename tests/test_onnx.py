@@ -144,3 +144,24 @@ def test_the_export_has_no_per_score_mask_work(onnx_embedder):
     ops = {node.op_type for node in onnx.load(str(onnx_embedder.model.path)).graph.node}
     assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops or "MatMulIntegerToFloat" in ops
     assert "IsNaN" not in ops
+
+
+def test_bulk_encoding_runs_small_batches(onnx_embedder, monkeypatch):
+    # the int8 graph encodes runs of RUN_TEXTS texts ~1.75x faster than runs of 32 (PERFORMANCE.md)
+    from index import onnx_encoder
+    model = onnx_embedder.model
+    session = model.session
+    sizes = []
+
+    class Spy:
+        def run(self, names, feed):
+            sizes.append(len(feed["input_ids"]))
+            return session.run(names, feed)
+
+    monkeypatch.setattr(model, "session_for", lambda n: Spy())
+    texts = TEXTS * 3
+    got = model.encode(texts, batch_size=32)
+    assert sizes and max(sizes) <= onnx_encoder.RUN_TEXTS < 32 and sum(sizes) == len(texts)
+    monkeypatch.undo()
+    want = onnx_embedder.encode(texts[:5], batch_size=1)
+    assert (got[:5] * want).sum(axis=1).min() >= 0.99
