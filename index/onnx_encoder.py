@@ -27,8 +27,13 @@ from index.modelfiles import EmbeddingError, tokenizer_file
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = 3  # 3: token embeddings as a second output (sentence vectors pooled at build time)
+EXPORT_VERSION = 4  # 3: token embeddings as a second output (sentence vectors pooled at build time); 4: eager attention
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Texts per ONNX run, whatever the batch size asked: the int8 graph runs small batches faster (its attention
+# scores, batch x 12 heads x tokens^2, stay in cache): 250 SciFact chunks at 2 threads 34 chunks/s in runs
+# of 32, 49 in runs of 8, 60 in runs of 4 (2026-11-30, Intel Xeon, 2 cores; PERFORMANCE.md). 8, not 4: in a
+# whole build the two measured alike (75-80 against 72-76 chunks/s), and 4 moved a borderline timeline pick.
+RUN_TEXTS = 8
 MISSING = ("embedding.backend = 'onnx-int8' needs the packages onnxruntime and onnx "
            "(pip install onnxruntime onnx), or set embedding.backend = 'torch'")
 
@@ -98,7 +103,13 @@ def export_int8(model_dir: Path, target: Path) -> None:
             return torch.nn.functional.normalize(mean, p=2, dim=1), hidden
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModel.from_pretrained(str(model_dir))
+    # eager attention: transformers' default (SDPA) exports its mask handling as IsNaN/Where over every
+    # attention score, 22 % of the int8 graph's time; the eager graph gives the same vectors 1.3x faster
+    # (PERFORMANCE.md, "Where the time goes")
+    try:
+        model = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager")
+    except (TypeError, ValueError):  # a model class without the choice
+        model = AutoModel.from_pretrained(str(model_dir))
     model.eval()
     sample = tokenizer(["an example sentence", "a second, longer example sentence"], padding=True,
                        return_tensors="pt")
@@ -266,7 +277,8 @@ class OnnxEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 32, normalize_embeddings: bool = True,
                convert_to_numpy: bool = True, show_progress_bar: bool = False, output_value: str | None = "sentence_embedding",
                **_) -> np.ndarray | list[dict]:
-        """Unit vectors (float32), one row per text; texts are batched by length like sentence-transformers.
+        """Unit vectors (float32), one row per text; texts are batched by length like sentence-transformers, at
+        most RUN_TEXTS to a run.
 
         `output_value=None` (as in sentence-transformers): one dict per text instead, with its
         "sentence_embedding", its "token_embeddings" and the tokenizer's "offset_mapping" (into the stripped
@@ -276,8 +288,9 @@ class OnnxEncoder:
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
         rows: list[dict] = [{} for _ in texts]
         order = np.argsort([-len(t) for t in texts], kind="stable")
-        for i in range(0, len(texts), batch_size):
-            idx = order[i:i + batch_size]
+        step = max(1, min(batch_size, RUN_TEXTS))
+        for i in range(0, len(texts), step):
+            idx = order[i:i + step]
             encodings = self._tokenize.encode_batch([texts[j] for j in idx])
             enc = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
                    "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
