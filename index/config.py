@@ -100,6 +100,7 @@ class MilvusConfig:
     token_file: str = ""                # or a file holding it (never the token itself in config.toml)
     collection: str = "citebot"         # prefix of this library's collections; the live one is the alias of this name
     refresh_seconds: float = 5.0        # a process checks the alias this often and serves a new build (0: every question)
+    lease_seconds: float = 60.0         # a builder's lease in Milvus: renewed while it builds, taken over once it runs out
 
 
 @dataclass
@@ -248,6 +249,8 @@ def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
     if (section, key) == ("milvus", "uri") and value.startswith(("http://", "https://")) and "@" in value:
         raise ConfigError(f"config: {name} holds credentials; expected a URL without them (put the token in the "
                           "environment variable named by milvus.token_env or in milvus.token_file)")
+    if (section, key) == ("milvus", "lease_seconds") and not 5 <= value <= 3600:
+        raise ConfigError(f"config: {name} = {value!r}; expected 5 to 3600 seconds")
     if (section, key) == ("milvus", "refresh_seconds") and value < 0:
         raise ConfigError(f"config: {name} = {value!r}; expected 0 (check on every question) or a number of seconds")
     if (section, key) == ("chunking", "overlap_sentences") and not 0 <= value <= 3:

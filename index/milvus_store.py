@@ -28,18 +28,23 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import re
 import shutil
+import socket
 import tempfile
 import threading
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from index.documents import date_from_iso
-from index.store import (CALIBRATION_FILE, FAISS_FILE, SQLITE_FILE, DocInfo, IndexMissing, IndexRoot, Snapshot, StoreUnavailable,
+from index.store import (CALIBRATION_FILE, FAISS_FILE, SQLITE_FILE, BuildInProgress, DocInfo, IndexMissing, IndexRoot,
+                         Snapshot, StoreUnavailable,
                          search_depth)
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,8 @@ PAGE = 10000          # ids per page when every row is read
 SENTENCE_CHARS = 65000  # a chunk's sentence spans and vectors longer than this go to the meta collection
 IN_META = "@meta"
 META = "_meta"
+LEASE = "_lease"      # <prefix>_lease: the builder's lease (one row)
+SETTLE = 1.0          # seconds between writing a lease claim and reading it back (a server; see BuildLease)
 STAGING = "milvus-staging"  # in paths.index
 
 
@@ -61,6 +68,7 @@ class MilvusUnavailable(StoreUnavailable):
 
 _clients: dict[tuple[str, str], object] = {}
 _clients_lock = threading.Lock()
+_lease_lock = threading.Lock()
 
 
 def client(cfg):
@@ -125,6 +133,7 @@ class MilvusRoot(IndexRoot):
         super().__init__(cfg.index_dir)
         self.cfg = cfg
         self.alias = cfg.milvus.collection
+        self._lease: BuildLease | None = None
 
     @property
     def where(self) -> str:
@@ -151,6 +160,29 @@ class MilvusRoot(IndexRoot):
             return None
         return c.describe_alias(self.alias)["collection_name"]
 
+    @contextmanager
+    def lock(self):
+        """The local build lock (paths.index/build.lock, as with FAISS), then the library's lease in Milvus, so
+        builders on other hosts sharing this Milvus are refused too (`BuildLease`)."""
+        with super().lock():
+            server = self.cfg.milvus_uri.startswith(("http://", "https://"))
+            lease = BuildLease(self.client, self.alias, self.cfg.milvus.lease_seconds, settle=SETTLE if server else 0.0)
+            lease.acquire()
+            self._lease = lease
+            try:
+                yield
+            finally:
+                self._lease = None
+                lease.release()
+
+    def is_locked(self) -> bool:
+        if super().is_locked():
+            return True
+        try:
+            return BuildLease(self.client, self.alias, self.cfg.milvus.lease_seconds).holder() is not None
+        except Exception:  # Milvus unreachable: nothing to say about builds elsewhere
+            return False
+
     def open(self, current, mmap: bool = False) -> "MilvusSnapshot":
         return MilvusSnapshot(self.client, current)
 
@@ -165,12 +197,17 @@ class MilvusRoot(IndexRoot):
         collections of older builds than the previous one (and any left by a killed build) and the staging
         folder."""
         c = self.client
+        lease = self._lease
+        if lease is not None:
+            lease.check()
         previous = self.current()
         name = f"{self.alias}__{_name(build_dir)}"
         for stale in (name, name + META):
             if c.has_collection(stale):
                 c.drop_collection(stale)
         _upload(c, Path(build_dir), name, self.cfg)
+        if lease is not None:
+            lease.check()
         if previous is None:
             c.create_alias(collection_name=name, alias=self.alias)
         else:
@@ -186,6 +223,130 @@ class MilvusRoot(IndexRoot):
                     log.warning("old collection %s not dropped yet: %s", other, exc)
         for old in self.staging.iterdir():
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but not ours to signal
+        return True
+    return True
+
+
+class BuildLease:
+    """One builder at a time per library, across hosts: the row of `<prefix>_lease` names its owner (host, pid,
+    a random tag) and when its lease runs out. A builder claims a free or run-out lease, renews it every third of
+    `seconds` while it builds, checks it is still its own before publishing, and deletes it at the end. One
+    killed outright blocks builders on other hosts until its lease runs out; on its own host, where its process
+    can be seen to be gone, its lease is taken over at once.
+
+    Milvus has no compare-and-set, so a claim is Fischer's mutual exclusion: read (free), write the claim, wait
+    `settle` seconds, read again; only the builder whose claim is still there goes on. That holds as long as a
+    rival's read and write are less than `settle` apart. With Milvus Lite (one process per file, already under
+    the local build lock) no rival can exist and `settle` is 0."""
+
+    def __init__(self, c, alias: str, seconds: float, settle: float = SETTLE):
+        self.c, self.name, self.seconds, self.settle = c, alias + LEASE, float(seconds), float(settle)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def _ensure(self) -> None:
+        with _lease_lock:  # threads of one process make it once
+            for attempt in range(5):
+                try:
+                    if not self.c.has_collection(self.name):
+                        self._create()
+                    self.c.load_collection(self.name)
+                    return
+                except Exception:  # another process is making it at this moment
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.2)
+
+    def _create(self) -> None:
+        from pymilvus import DataType
+        s = self.c.create_schema(auto_id=False, enable_dynamic_field=False)
+        s.add_field("id", DataType.INT64, is_primary=True)
+        s.add_field("owner", DataType.VARCHAR, max_length=512)
+        s.add_field("expires", DataType.DOUBLE)
+        s.add_field("v", DataType.FLOAT_VECTOR, dim=2)         # Milvus needs a vector field; unused
+        vp = self.c.prepare_index_params()
+        vp.add_index(field_name="v", index_type="FLAT", metric_type="IP")
+        _create(self.c, self.name, s, vp)
+
+    def holder(self) -> dict | None:
+        """The lease's row ({"owner", "expires"}) while it runs and its owner may be alive, else None. An owner on
+        this host whose process is gone (killed during a build) holds nothing."""
+        if not self.c.has_collection(self.name):
+            return None
+        rows = self.c.query(self.name, filter="id == 0", output_fields=["owner", "expires"],
+                            consistency_level="Strong")
+        if not rows or rows[0]["expires"] <= time.time():
+            return None
+        host, pid = (rows[0]["owner"].split(":") + ["", ""])[:2]
+        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            return None
+        return rows[0]
+
+    def _write(self) -> None:
+        self.c.upsert(self.name, [{"id": 0, "owner": self.owner, "expires": time.time() + self.seconds,
+                                   "v": [0.0, 0.0]}])
+
+    @staticmethod
+    def refusal(row: dict) -> BuildInProgress:
+        host, pid = (row["owner"].split(":") + ["?", "?"])[:2]
+        left = max(0, round(row["expires"] - time.time()))
+        return BuildInProgress(f"another build is running (host {host}, pid {pid}; its lease runs out in {left} s "
+                               "if it has stopped); try again when it ends")
+
+    def acquire(self) -> None:
+        """Claim the lease or raise BuildInProgress naming the builder that holds it."""
+        self._ensure()
+        row = self.holder()
+        if row is not None and row["owner"] != self.owner:
+            raise self.refusal(row)
+        self._write()
+        if self.settle:
+            time.sleep(self.settle)
+            row = self.holder()
+            if row is None or row["owner"] != self.owner:
+                raise self.refusal(row) if row else BuildInProgress(
+                    "another build claimed this library at the same moment; try again when it ends")
+        self._renewer = threading.Thread(target=self._renew, name="citebot-lease", daemon=True)
+        self._renewer.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.seconds / 3):
+            try:
+                row = self.holder()
+                if row is not None and row["owner"] != self.owner:
+                    log.error("the build lease of %s was taken by %s; this build will not be published",
+                              self.name, row["owner"])
+                    return
+                self._write()
+            except Exception as exc:  # Milvus briefly unreachable: try again at the next beat
+                log.warning("could not renew the build lease %s: %s", self.name, exc)
+
+    def check(self) -> None:
+        """Raise BuildInProgress if this builder no longer holds the lease (it ran out and another took it)."""
+        row = self.holder()
+        if row is None or row["owner"] != self.owner:
+            raise BuildInProgress("this build's lease in Milvus ran out" + (
+                f" and {row['owner'].split(':')[0]} is building" if row else "") + "; nothing was published")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        try:
+            row = self.holder()
+            if row is not None and row["owner"] == self.owner:
+                self.c.delete(self.name, ids=[0])
+        except Exception as exc:
+            log.warning("could not release the build lease %s (it runs out by itself): %s", self.name, exc)
 
 
 def _chunk_schema(c, dim: int):

@@ -119,6 +119,7 @@ def test_store_backend_and_milvus_keys(tmp_path, monkeypatch):
                                                " or an http(s):// URL"),
     ({"CITEBOT_MILVUS_COLLECTION": "my-lib"}, "milvus.collection = 'my-lib'; expected a Milvus name"),
     ({"CITEBOT_MILVUS_REFRESH_SECONDS": "-1"}, "milvus.refresh_seconds = -1.0; expected 0"),
+    ({"CITEBOT_MILVUS_LEASE_SECONDS": "1"}, "milvus.lease_seconds = 1.0; expected 5 to 3600 seconds"),
 ])
 def test_bad_store_values_name_the_key(env, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

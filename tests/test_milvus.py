@@ -3,15 +3,17 @@ in one Milvus never see each other's chunks, and the states Milvus Lite refuses 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from conftest import DOCS, make_config
-from index.kb import KnowledgeBase, UserError
+from index.kb import BuildInProgress, KnowledgeBase, UserError
 
 NEW_DOC = ("2019-05-01_bridge-report.txt", "Bridge inspection report\n\nThe Ashby footbridge was closed after divers"
            " found that three of its timber piles had rotted through below the waterline.\n")
@@ -149,3 +151,114 @@ def test_sentences_too_long_for_their_field_are_kept_in_the_meta_collection(libr
     for q in ("How many crimes does the force fail to record each year?", "Who chaired the disciplinary hearing?"):
         got, want = kb.ask(q, 3), faiss.ask(q, 3)
         assert [(p.doc, p.answer_spans) for p in got.passages] == [(p.doc, p.answer_spans) for p in want.passages]
+
+
+def test_a_builder_on_another_host_is_refused_by_the_lease_in_milvus(tmp_path, library, embedder):
+    """Two hosts sharing one Milvus each have their own paths.index, so the local build lock cannot see the
+    other: the lease in Milvus refuses the second builder while the first builds, names it, and shows in
+    `building`; once the first ends, the second builds."""
+    from index.milvus_store import release
+    docs, index = library
+    uri = str(tmp_path / "shared.db")
+    first = KnowledgeBase(milvus_config(docs, index, uri=uri), embedder=embedder)
+    second = KnowledgeBase(milvus_config(docs, tmp_path / "other-host", uri=uri), embedder=embedder)
+    started, go = threading.Event(), threading.Event()
+
+    def slow():
+        started.set()
+        go.wait(120)
+
+    worker = threading.Thread(target=lambda: first.build(hooks={"embedded": slow}))
+    worker.start()
+    try:
+        assert started.wait(120)
+        with pytest.raises(BuildInProgress, match=rf"another build is running \(host .+, pid {os.getpid()}; its "
+                                                  r"lease runs out in \d+ s"):
+            second.build()
+        assert second.building
+    finally:
+        go.set()
+        worker.join()
+    try:
+        assert not second.building
+        second.build()
+        assert second.ask("How many crimes does the force fail to record?", 3).passages
+    finally:
+        release(first.cfg)
+
+
+def test_a_killed_builders_lease_refuses_others_until_it_runs_out(library, embedder):
+    """A builder on another host killed outright cannot let its lease go: others are refused, naming it, until
+    the lease runs out; then the next builder takes it over and publishes. On this host a builder whose process
+    is gone holds nothing (the kill -9 test in test_reliability builds again at once)."""
+    from index.milvus_store import BuildLease, client
+    docs, index = library
+    cfg = milvus_config(docs, index)
+    kb = KnowledgeBase(cfg, embedder=embedder)
+    dead = BuildLease(client(cfg), cfg.milvus.collection, seconds=2.0, settle=0)
+    dead.owner = "gone-host:4242:deadbeef"
+    dead.acquire()
+    dead._stop.set()  # killed: no more renewals, no release
+    with pytest.raises(BuildInProgress, match="host gone-host, pid 4242"):
+        kb.build()
+    while dead.holder() is not None:
+        time.sleep(0.2)
+    kb.build()
+    assert kb.ask(QUESTION, 3).passages
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    here = BuildLease(client(cfg), cfg.milvus.collection, seconds=60.0, settle=0)
+    here.owner = f"{here.owner.split(':')[0]}:{int(gone.stdout)}:0ddba11"
+    here.acquire()
+    here._stop.set()
+    kb.build()
+
+
+def test_two_builders_claiming_the_lease_at_once_get_one_lease(library):
+    """Fischer's claim: both read a free lease and write theirs at the same moment; after the settle time
+    exactly one still finds its own claim and goes on, the other is refused."""
+    from index.milvus_store import BuildLease, client
+    from index.store import BuildInProgress
+    docs, index = library
+    c = client(milvus_config(docs, index))
+    leases = [BuildLease(c, "racing", seconds=30, settle=1.0) for _ in range(2)]
+    barrier, results = threading.Barrier(2), []
+
+    def claim(lease):
+        barrier.wait()
+        try:
+            lease.acquire()
+            results.append("won")
+        except BuildInProgress:
+            results.append("refused")
+
+    threads = [threading.Thread(target=claim, args=(lease,)) for lease in leases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["refused", "won"]
+    for lease in leases:
+        lease.release()
+    assert leases[0].holder() is None
+
+
+def test_a_build_whose_lease_was_taken_publishes_nothing(library, embedder):
+    """If a build's lease ran out (a long stall) and another builder took it, the build stops before switching
+    the alias: the live build stays, and the message says why."""
+    from index.milvus_store import client
+    docs, index = library
+    cfg = milvus_config(docs, index)
+    kb = KnowledgeBase(cfg, embedder=embedder)
+    kb.build()
+    live = kb.root.current()
+    (docs / NEW_DOC[0]).write_text(NEW_DOC[1])
+
+    def taken():
+        client(cfg).upsert(cfg.milvus.collection + "_lease", [{"id": 0, "owner": "other-host:7:cafe",
+                                                               "expires": time.time() + 60, "v": [0.0, 0.0]}])
+
+    with pytest.raises(BuildInProgress, match="lease in Milvus ran out and other-host is building; nothing was "
+                                              "published"):
+        kb.build(hooks={"embedded": taken})
+    assert kb.root.current() == live
+    assert NEW_DOC[0] not in {d.doc for d in kb.documents()}

@@ -69,9 +69,10 @@ def live_build(docs: Path, index: Path, backend: str) -> str:
 def collections(index: Path, started: bool = False) -> set[str]:
     """The collections in the Milvus Lite file (its folders, read without opening it); with `started`, also the
     folder of one being created (a kill inside create_collection leaves only its schema.json.tmp, which Milvus
-    Lite ignores)."""
+    Lite ignores). Builds only: not the library's build lease (`citebot_lease`)."""
     path = index / "milvus.db" / "collections"
-    return {p.name for p in path.iterdir() if started or (p / "schema.json").exists()} if path.exists() else set()
+    return {p.name for p in path.iterdir() if (started or (p / "schema.json").exists()) and p.name.startswith("citebot__")
+            } if path.exists() else set()
 
 
 def wait_for(condition, timeout: float = 120.0) -> bool:
