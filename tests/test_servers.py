@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import datetime as dt
 import textwrap
 
@@ -143,6 +145,11 @@ async def test_a_server_never_sees_another_servers_documents_through_commands_dm
 
             reindex = await standin.slash("reindex", {}, user=ADMIN, channel_id=OTHER_GENERAL_ID)
             await standin.wait_for("PATCH", f"{reindex.webhook_path}/messages/@original")
+            # that first edit ("starting") may come before the build thread has called build: wait for it
+            for _ in range(1000):
+                if ("build", False) in other.calls:
+                    break
+                await asyncio.sleep(0.01)
             assert ("build", False) in other.calls and not [c for c in default.calls if c[0] == "build"]
 
 
