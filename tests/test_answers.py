@@ -154,8 +154,11 @@ def test_bank_is_shipped_and_generic():
 
 
 def test_threshold_rule():
-    assert calibration.threshold([0.1] * 90 + [0.3] * 10, [0.9] * 20) == pytest.approx(0.3)
+    bank = [0.1] * 60 + [0.2] * 20 + [0.3] * 20           # q70 = 0.2
+    assert calibration.threshold(bank, [0.7] * 20) == pytest.approx(0.2 + 0.4 * (0.7 - 0.2))
     assert calibration.threshold([0.5] * 100, [0.4] * 20) == 0.4  # never above the corpus's own questions
+    assert calibration.threshold(bank, []) == pytest.approx(0.3)  # too small for pseudo-questions: bank q98
+    assert calibration.threshold([], [0.7]) == 0.0
 
 
 @pytest.mark.parametrize("junk", ["clear", "hello", "thanks"])

@@ -155,7 +155,7 @@ def test_timeline_orders_by_document_date_with_undated_last(kb):
     # the 2018 release has no date in its text; its file name "2018_…" places it in 2018, as a year only
     assert entries[first_2018].doc == REINSPECTION and entries[first_2018].date.isoformat() == "2018"
     assert all(e.location and e.title for e in entries)
-    entries = kb.timeline("public contact").entries
+    entries = kb.timeline("inspection findings").entries
     assert [e.doc for e in entries if e.date is None] == [e.doc for e in entries[-2:]] == [PEEL, PEEL]
     dated = [e.date for e in entries if e.date]
     assert dated == sorted(dated) and any(e.date.isoformat() == "2018" for e in entries[:-2])
@@ -273,7 +273,7 @@ def test_terminal_formats(kb):
     from bot.cli_summary import format_summary, format_timeline, format_topic
     text = format_timeline(kb.timeline("crime recording"))
     assert text.index("2017-09-07") < text.index("\n2018        Leicestershire") and "[1] “" in text
-    text = format_timeline(kb.timeline("public contact"))
+    text = format_timeline(kb.timeline("inspection findings"))
     assert text.index("\n2018  ") < text.index("\nundated") and "2018-01-01" not in text
     text = format_topic(kb.topic_summary("domestic abuse"))
     assert "newest first" in text and " 1. " in text
