@@ -167,21 +167,19 @@ class MilvusRoot(IndexRoot):
         with super().lock():
             server = self.cfg.milvus_uri.startswith(("http://", "https://"))
             lease = BuildLease(self.client, self.alias, self.cfg.milvus.lease_seconds, settle=SETTLE if server else 0.0)
-            lease.acquire()
+            try:
+                lease.acquire()
+            except BuildInProgress:
+                raise
+            except Exception as exc:  # Milvus went away between opening and building
+                raise MilvusUnavailable(f"cannot take the build lease in Milvus at {self.cfg.milvus_uri}: "
+                                        f"{type(exc).__name__}") from None
             self._lease = lease
             try:
                 yield
             finally:
                 self._lease = None
                 lease.release()
-
-    def is_locked(self) -> bool:
-        if super().is_locked():
-            return True
-        try:
-            return BuildLease(self.client, self.alias, self.cfg.milvus.lease_seconds).holder() is not None
-        except Exception:  # Milvus unreachable: nothing to say about builds elsewhere
-            return False
 
     def open(self, current, mmap: bool = False) -> "MilvusSnapshot":
         return MilvusSnapshot(self.client, current)
@@ -225,6 +223,18 @@ class MilvusRoot(IndexRoot):
             shutil.rmtree(old, ignore_errors=True)
 
 
+def _machine() -> str:
+    """This boot of this machine and this process-id space: a pid is only comparable where they match (containers
+    may share a host name)."""
+    parts = []
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(os.readlink(path) if path.endswith("/pid") else Path(path).read_text().strip())
+        except OSError:
+            return ""
+    return uuid.uuid5(uuid.NAMESPACE_OID, "|".join(parts)).hex[:12]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -239,8 +249,8 @@ class BuildLease:
     """One builder at a time per library, across hosts: the row of `<prefix>_lease` names its owner (host, pid,
     a random tag) and when its lease runs out. A builder claims a free or run-out lease, renews it every third of
     `seconds` while it builds, checks it is still its own before publishing, and deletes it at the end. One
-    killed outright blocks builders on other hosts until its lease runs out; on its own host, where its process
-    can be seen to be gone, its lease is taken over at once.
+    killed outright blocks builders on other hosts until its lease runs out; on its own host (the same host name,
+    boot and process-id space), where its process can be seen to be gone, its lease is taken over at once.
 
     Milvus has no compare-and-set, so a claim is Fischer's mutual exclusion: read (free), write the claim, wait
     `settle` seconds, read again; only the builder whose claim is still there goes on. That holds as long as a
@@ -249,7 +259,7 @@ class BuildLease:
 
     def __init__(self, c, alias: str, seconds: float, settle: float = SETTLE):
         self.c, self.name, self.seconds, self.settle = c, alias + LEASE, float(seconds), float(settle)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_machine()}"
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -286,8 +296,10 @@ class BuildLease:
                             consistency_level="Strong")
         if not rows or rows[0]["expires"] <= time.time():
             return None
-        host, pid = (rows[0]["owner"].split(":") + ["", ""])[:2]
-        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        host, pid, _, machine = (rows[0]["owner"].split(":") + ["", "", "", ""])[:4]
+        here = _machine()
+        if (host == socket.gethostname() and machine and machine == here and pid.isdigit()
+                and not _alive(int(pid))):
             return None
         return rows[0]
 
@@ -340,11 +352,9 @@ class BuildLease:
     def release(self) -> None:
         self._stop.set()
         if self._renewer is not None:
-            self._renewer.join()
-        try:
-            row = self.holder()
-            if row is not None and row["owner"] == self.owner:
-                self.c.delete(self.name, ids=[0])
+            self._renewer.join(timeout=self.seconds)
+        try:  # only our own row: if ours ran out and another builder took it, theirs stays
+            self.c.delete(self.name, filter=f'id == 0 and owner == "{self.owner}"')
         except Exception as exc:
             log.warning("could not release the build lease %s (it runs out by itself): %s", self.name, exc)
 

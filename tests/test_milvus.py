@@ -155,8 +155,8 @@ def test_sentences_too_long_for_their_field_are_kept_in_the_meta_collection(libr
 
 def test_a_builder_on_another_host_is_refused_by_the_lease_in_milvus(tmp_path, library, embedder):
     """Two hosts sharing one Milvus each have their own paths.index, so the local build lock cannot see the
-    other: the lease in Milvus refuses the second builder while the first builds, names it, and shows in
-    `building`; once the first ends, the second builds."""
+    other: the lease in Milvus refuses the second builder while the first builds and names it; once the first
+    ends, the second builds."""
     from index.milvus_store import release
     docs, index = library
     uri = str(tmp_path / "shared.db")
@@ -175,12 +175,10 @@ def test_a_builder_on_another_host_is_refused_by_the_lease_in_milvus(tmp_path, l
         with pytest.raises(BuildInProgress, match=rf"another build is running \(host .+, pid {os.getpid()}; its "
                                                   r"lease runs out in \d+ s"):
             second.build()
-        assert second.building
     finally:
         go.set()
         worker.join()
     try:
-        assert not second.building
         second.build()
         assert second.ask("How many crimes does the force fail to record?", 3).passages
     finally:
@@ -195,19 +193,22 @@ def test_a_killed_builders_lease_refuses_others_until_it_runs_out(library, embed
     docs, index = library
     cfg = milvus_config(docs, index)
     kb = KnowledgeBase(cfg, embedder=embedder)
-    dead = BuildLease(client(cfg), cfg.milvus.collection, seconds=2.0, settle=0)
-    dead.owner = "gone-host:4242:deadbeef"
+    dead = BuildLease(client(cfg), cfg.milvus.collection, seconds=600.0, settle=0)
+    dead.owner = "gone-host:4242:deadbeef:"
     dead.acquire()
     dead._stop.set()  # killed: no more renewals, no release
     with pytest.raises(BuildInProgress, match="host gone-host, pid 4242"):
         kb.build()
-    while dead.holder() is not None:
-        time.sleep(0.2)
+    # its lease runs out
+    client(cfg).upsert(cfg.milvus.collection + "_lease", [{"id": 0, "owner": dead.owner, "expires": time.time() - 1,
+                                                           "v": [0.0, 0.0]}])
+    assert dead.holder() is None
     kb.build()
     assert kb.ask(QUESTION, 3).passages
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     here = BuildLease(client(cfg), cfg.milvus.collection, seconds=60.0, settle=0)
-    here.owner = f"{here.owner.split(':')[0]}:{int(gone.stdout)}:0ddba11"
+    host, _, _, machine = here.owner.split(":")
+    here.owner = f"{host}:{int(gone.stdout)}:0ddba11:{machine}"
     here.acquire()
     here._stop.set()
     kb.build()
@@ -221,10 +222,17 @@ def test_two_builders_claiming_the_lease_at_once_get_one_lease(library):
     docs, index = library
     c = client(milvus_config(docs, index))
     leases = [BuildLease(c, "racing", seconds=30, settle=1.0) for _ in range(2)]
+    leases[0]._ensure()
     barrier, results = threading.Barrier(2), []
+    write = BuildLease._write
+
+    def write_after_both_read(self):  # both have found the lease free before either writes its claim
+        barrier.wait()
+        write(self)
+
+    BuildLease._write = write_after_both_read
 
     def claim(lease):
-        barrier.wait()
         try:
             lease.acquire()
             results.append("won")
@@ -234,8 +242,11 @@ def test_two_builders_claiming_the_lease_at_once_get_one_lease(library):
     threads = [threading.Thread(target=claim, args=(lease,)) for lease in leases]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.join()
+    finally:
+        BuildLease._write = write
     assert sorted(results) == ["refused", "won"]
     for lease in leases:
         lease.release()
@@ -262,3 +273,16 @@ def test_a_build_whose_lease_was_taken_publishes_nothing(library, embedder):
         kb.build(hooks={"embedded": taken})
     assert kb.root.current() == live
     assert NEW_DOC[0] not in {d.doc for d in kb.documents()}
+
+
+def test_milvus_failing_when_the_lease_is_taken_is_one_line(library, embedder, monkeypatch):
+    from index.milvus_store import BuildLease
+    docs, index = library
+    kb = KnowledgeBase(milvus_config(docs, index), embedder=embedder)
+
+    def broken(self):
+        raise ConnectionError("connection reset")
+
+    monkeypatch.setattr(BuildLease, "_ensure", broken)
+    with pytest.raises(UserError, match=r"^cannot take the build lease in Milvus at .+: ConnectionError$"):
+        kb.build()
