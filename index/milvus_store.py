@@ -26,6 +26,7 @@ build: fusion needs the BM25 score of every chunk in the candidate pool, and ans
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import os
@@ -71,6 +72,11 @@ _clients_lock = threading.Lock()
 _lease_lock = threading.Lock()
 
 
+def _is_server(uri: str) -> bool:
+    """milvus.uri names a Milvus server (http/https), not a Milvus Lite file."""
+    return uri.startswith(("http://", "https://"))
+
+
 def client(cfg):
     """One MilvusClient per (uri, token) in this process, shared by every KnowledgeBase on it (Milvus Lite lets
     one process open a file; clients inside it share its server)."""
@@ -84,7 +90,7 @@ def client(cfg):
         except ImportError:
             raise MilvusUnavailable("store.backend = 'milvus' needs pymilvus and milvus-lite: "
                                     "pip install 'citebot[milvus]'") from None
-        local = not uri.startswith(("http://", "https://"))
+        local = not _is_server(uri)
         if local:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -106,7 +112,7 @@ def release(cfg) -> None:
                 _clients.pop(key).close()
             except Exception:
                 pass
-    if not uri.startswith(("http://", "https://")):
+    if not _is_server(uri):
         try:
             from milvus_lite.server_manager import server_manager_instance
             server_manager_instance.release_server(uri)
@@ -165,8 +171,8 @@ class MilvusRoot(IndexRoot):
         """The local build lock (paths.index/build.lock, as with FAISS), then the library's lease in Milvus, so
         builders on other hosts sharing this Milvus are refused too (`BuildLease`)."""
         with super().lock():
-            server = self.cfg.milvus_uri.startswith(("http://", "https://"))
-            lease = BuildLease(self.client, self.alias, self.cfg.milvus.lease_seconds, settle=SETTLE if server else 0.0)
+            lease = BuildLease(self.client, self.alias, self.cfg.milvus.lease_seconds,
+                               settle=SETTLE if _is_server(self.cfg.milvus_uri) else 0.0)
             try:
                 lease.acquire()
             except BuildInProgress:
@@ -223,6 +229,7 @@ class MilvusRoot(IndexRoot):
             shutil.rmtree(old, ignore_errors=True)
 
 
+@functools.lru_cache(maxsize=1)
 def _machine() -> str:
     """This boot of this machine and this process-id space: a pid is only comparable where they match (containers
     may share a host name)."""
@@ -233,6 +240,12 @@ def _machine() -> str:
         except OSError:
             return ""
     return uuid.uuid5(uuid.NAMESPACE_OID, "|".join(parts)).hex[:12]
+
+
+def _owner_parts(owner: str) -> tuple[str, str, str, str]:
+    """A lease owner "host:pid:tag:machine" as its four parts ("" for any missing)."""
+    host, pid, tag, machine = (owner.split(":") + ["", "", "", ""])[:4]
+    return host, pid, tag, machine
 
 
 def _alive(pid: int) -> bool:
@@ -296,9 +309,8 @@ class BuildLease:
                             consistency_level="Strong")
         if not rows or rows[0]["expires"] <= time.time():
             return None
-        host, pid, _, machine = (rows[0]["owner"].split(":") + ["", "", "", ""])[:4]
-        here = _machine()
-        if (host == socket.gethostname() and machine and machine == here and pid.isdigit()
+        host, pid, _, machine = _owner_parts(rows[0]["owner"])
+        if (host == socket.gethostname() and machine and machine == _machine() and pid.isdigit()
                 and not _alive(int(pid))):
             return None
         return rows[0]
@@ -309,7 +321,7 @@ class BuildLease:
 
     @staticmethod
     def refusal(row: dict) -> BuildInProgress:
-        host, pid = (row["owner"].split(":") + ["?", "?"])[:2]
+        host, pid, _, _ = _owner_parts(row["owner"])
         left = max(0, round(row["expires"] - time.time()))
         return BuildInProgress(f"another build is running (host {host}, pid {pid}; its lease runs out in {left} s "
                                "if it has stopped); try again when it ends")
@@ -347,7 +359,7 @@ class BuildLease:
         row = self.holder()
         if row is None or row["owner"] != self.owner:
             raise BuildInProgress("this build's lease in Milvus ran out" + (
-                f" and {row['owner'].split(':')[0]} is building" if row else "") + "; nothing was published")
+                f" and {_owner_parts(row['owner'])[0]} is building" if row else "") + "; nothing was published")
 
     def release(self) -> None:
         self._stop.set()
