@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import datetime as dt
 import errno
 import json
@@ -32,8 +31,8 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 CHUNKER_VERSION = 1
 SENTENCE_VECTORS = "late-pooled-1"  # how the stored sentence vectors were made (Embedder.encode_passages)
-EMBED_BATCH = 2048
-CLEAN_SHARE = 0.4  # of a file's part of the chunking progress bar: cleaning it (the rest: chunking it)  # chunks embedded (or copied from the previous build) and written at a time
+EMBED_BATCH = 2048  # chunks embedded (or copied from the previous build) and written at a time
+CLEAN_SHARE = 0.4  # of a file's part of the chunking progress bar: cleaning it (the rest: chunking it)
 
 
 class BuildError(Exception):
