@@ -69,8 +69,25 @@ def _index(kb: Any) -> list[tuple[str, str, str]]:
         info = kb.info()
     except UserError as exc:
         return out + [(BAD, "index", f"{exc}")]
-    return out + [(OK, "index", f"{info['documents']} documents, {info['chunks']} passages, built "
-                                f"{info.get('built_at') or '?'} with {info.get('model') or '?'}")]
+    out.append((OK, "index", f"{info['documents']} documents, {info['chunks']} passages, built "
+                             f"{info.get('built_at') or '?'} with {info.get('model') or '?'}"))
+    return out + [_cut(info)]
+
+
+def _cut(info: dict) -> tuple[str, str, str]:
+    """The confidence cut in use: fixed by config, calibrated for this index, or in need of `citebot index`."""
+    from index.calibration import VERSION
+    cut = f"{info['confidence_cut']:.3f}"
+    if info.get("cut_fixed"):
+        return (OK, "confidence cut", f"{cut}, fixed by retrieval.min_score (0 calibrates it for each index)")
+    version = info.get("calibration_version")
+    if not info.get("cut_calibrated"):
+        return (WARN, "confidence cut", f"{cut}, a default: this index was built before cuts were calibrated; "
+                                        "`citebot index` calibrates it (nothing is embedded again)")
+    if version != VERSION:
+        return (WARN, "confidence cut", f"{cut}, calibrated by an older rule (version {version}, now {VERSION}); "
+                                        "`citebot index` calibrates it again in seconds (nothing is embedded again)")
+    return (OK, "confidence cut", f"{cut}, calibrated for this index")
 
 
 def _model(cfg: Any) -> list[tuple[str, str, str]]:

@@ -290,7 +290,8 @@ class KnowledgeBase:
         return {"documents": len(s.docs), "chunks": s.snap.size, "built_at": s.snap.info.get("built_at"),
                 "model": s.snap.info.get("model"), "build_seconds": s.snap.info.get("build_seconds"),
                 "index_type": s.snap.info.get("index_type"), "confidence_cut": s.min_score,
-                "cut_calibrated": s.cfg.min_score <= 0 and bool(s.snap.calibration)}
+                "cut_calibrated": s.cfg.min_score <= 0 and bool(s.snap.calibration),
+                "cut_fixed": s.cfg.min_score > 0, "calibration_version": (s.snap.calibration or {}).get("version")}
 
     @_index_errors
     def context(self, chunk_id: int, chars: int = 600) -> tuple[str, str]:

@@ -60,3 +60,20 @@ def test_doctor_names_what_to_fix_and_never_prints_the_token(tmp_path, capsys, m
     out = capsys.readouterr().out
     assert "✓ documents:" in out and "5 document files" in out and "✓ index: 5 documents" in out
     assert "! Discord token: not set" in out and out.rstrip().endswith("nothing to fix")
+    assert "✓ confidence cut: 0." in out and "calibrated for this index" in out
+
+    # an index calibrated by an older rule (or never): a warning that says how to recalibrate, not a failure
+    from index.calibration import VERSION
+    from index.store import CALIBRATION_FILE
+    cal = (tmp_path / "index" / "current").resolve() / CALIBRATION_FILE
+    cal.write_text(cal.read_text().replace(f'"version": {VERSION}', f'"version": {VERSION - 1}'))
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"! confidence cut: 0." in out and f"older rule (version {VERSION - 1}, now {VERSION})" in out
+    assert main(["--docs", str(docs), "--index", str(tmp_path / "index"), "index"]) == 0
+    capsys.readouterr()
+    assert main(args) == 0 and "calibrated for this index" in capsys.readouterr().out
+    ((tmp_path / "index" / "current").resolve() / CALIBRATION_FILE).unlink()
+    assert main(args) == 0 and "built before cuts were calibrated" in capsys.readouterr().out
+    monkeypatch.setenv("CITEBOT_RETRIEVAL_MIN_SCORE", "0.5")
+    assert main(args) == 0 and "✓ confidence cut: 0.500, fixed by retrieval.min_score" in capsys.readouterr().out
