@@ -209,7 +209,14 @@ class MilvusRoot(IndexRoot):
         for stale in (name, name + META):
             if c.has_collection(stale):
                 c.drop_collection(stale)
-        _upload(c, Path(build_dir), name, self.cfg)
+        try:
+            _upload(c, Path(build_dir), name, self.cfg)
+        except Exception:
+            # a stall past the lease: the builder that took it over may have dropped these half-made collections
+            # as a killed build's, so the upload fails; say that rather than Milvus's "collection not found"
+            if lease is not None:
+                lease.check()
+            raise
         if lease is not None:
             lease.check()
         if previous is None:

@@ -275,6 +275,40 @@ def test_a_build_whose_lease_was_taken_publishes_nothing(library, embedder):
     assert NEW_DOC[0] not in {d.doc for d in kb.documents()}
 
 
+def test_an_upload_cut_short_by_the_builder_that_took_the_lease_says_so(library, embedder, monkeypatch):
+    """A build stalled past its lease: the builder that took over drops its half-made collections as a killed
+    build's, so its upload fails inside Milvus. The message is the lease's, not Milvus's; nothing is published."""
+    from index import milvus_store
+    from index.milvus_store import client
+    docs, index = library
+    cfg = milvus_config(docs, index)
+    kb = KnowledgeBase(cfg, embedder=embedder)
+    kb.build()
+    live = kb.root.current()
+    (docs / NEW_DOC[0]).write_text(NEW_DOC[1])
+    real_upload = milvus_store._upload
+
+    def upload_while_taken_over(c, build_dir, name, cfg_):
+        client(cfg).upsert(cfg.milvus.collection + "_lease", [{"id": 0, "owner": "other-host:7:cafe",
+                                                               "expires": time.time() + 60, "v": [0.0, 0.0]}])
+        raise RuntimeError(f"collection not found[collection={name}]")  # what the drop leaves the upload with
+
+    monkeypatch.setattr(milvus_store, "_upload", upload_while_taken_over)
+    with pytest.raises(BuildInProgress, match="lease in Milvus ran out and other-host is building"):
+        kb.build()
+    monkeypatch.setattr(milvus_store, "_upload", real_upload)
+    assert kb.root.current() == live and NEW_DOC[0] not in {d.doc for d in kb.documents()}
+
+    # an upload failing while the lease is still ours is Milvus's own error, as before
+    def failing(c, build_dir, name, cfg_):
+        raise RuntimeError("segment flush failed")
+    client(cfg).delete(cfg.milvus.collection + "_lease", filter="id == 0")
+    monkeypatch.setattr(milvus_store, "_upload", failing)
+    with pytest.raises(RuntimeError, match="segment flush failed"):
+        kb.build()
+    assert kb.root.current() == live
+
+
 def test_milvus_failing_when_the_lease_is_taken_is_one_line(library, embedder, monkeypatch):
     from index.milvus_store import BuildLease
     docs, index = library
