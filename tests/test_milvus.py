@@ -253,9 +253,12 @@ def test_two_builders_claiming_the_lease_at_once_get_one_lease(library):
     assert leases[0].holder() is None
 
 
-def test_a_build_whose_lease_was_taken_publishes_nothing(library, embedder):
+def test_a_build_whose_lease_was_taken_publishes_nothing(library, embedder, monkeypatch):
     """If a build's lease ran out (a long stall) and another builder took it, the build stops before switching
-    the alias: the live build stays, and the message says why."""
+    the alias: the live build stays, and the message says why. The same when the builder that took over has
+    already dropped the stalled build's half-made collections (as a killed build's), so that its upload fails
+    inside Milvus; an upload failing while the lease is still its own raises Milvus's error as before."""
+    from index import milvus_store
     from index.milvus_store import client
     docs, index = library
     cfg = milvus_config(docs, index)
@@ -268,45 +271,27 @@ def test_a_build_whose_lease_was_taken_publishes_nothing(library, embedder):
         client(cfg).upsert(cfg.milvus.collection + "_lease", [{"id": 0, "owner": "other-host:7:cafe",
                                                                "expires": time.time() + 60, "v": [0.0, 0.0]}])
 
+    def upload_cut_short(c, build_dir, name, cfg_):
+        taken()
+        raise RuntimeError(f"collection not found[collection={name}]")  # what the drop leaves the upload with
+
+    def upload_failing(c, build_dir, name, cfg_):
+        raise RuntimeError("segment flush failed")
+
     with pytest.raises(BuildInProgress, match="lease in Milvus ran out and other-host is building; nothing was "
                                               "published"):
         kb.build(hooks={"embedded": taken})
-    assert kb.root.current() == live
-    assert NEW_DOC[0] not in {d.doc for d in kb.documents()}
-
-
-def test_an_upload_cut_short_by_the_builder_that_took_the_lease_says_so(library, embedder, monkeypatch):
-    """A build stalled past its lease: the builder that took over drops its half-made collections as a killed
-    build's, so its upload fails inside Milvus. The message is the lease's, not Milvus's; nothing is published."""
-    from index import milvus_store
-    from index.milvus_store import client
-    docs, index = library
-    cfg = milvus_config(docs, index)
-    kb = KnowledgeBase(cfg, embedder=embedder)
-    kb.build()
-    live = kb.root.current()
-    (docs / NEW_DOC[0]).write_text(NEW_DOC[1])
-    real_upload = milvus_store._upload
-
-    def upload_while_taken_over(c, build_dir, name, cfg_):
-        client(cfg).upsert(cfg.milvus.collection + "_lease", [{"id": 0, "owner": "other-host:7:cafe",
-                                                               "expires": time.time() + 60, "v": [0.0, 0.0]}])
-        raise RuntimeError(f"collection not found[collection={name}]")  # what the drop leaves the upload with
-
-    monkeypatch.setattr(milvus_store, "_upload", upload_while_taken_over)
+    client(cfg).delete(cfg.milvus.collection + "_lease", filter="id == 0")
+    monkeypatch.setattr(milvus_store, "_upload", upload_cut_short)
     with pytest.raises(BuildInProgress, match="lease in Milvus ran out and other-host is building"):
         kb.build()
-    monkeypatch.setattr(milvus_store, "_upload", real_upload)
-    assert kb.root.current() == live and NEW_DOC[0] not in {d.doc for d in kb.documents()}
-
-    # an upload failing while the lease is still ours is Milvus's own error, as before
-    def failing(c, build_dir, name, cfg_):
-        raise RuntimeError("segment flush failed")
     client(cfg).delete(cfg.milvus.collection + "_lease", filter="id == 0")
-    monkeypatch.setattr(milvus_store, "_upload", failing)
+    monkeypatch.setattr(milvus_store, "_upload", upload_failing)
     with pytest.raises(RuntimeError, match="segment flush failed"):
         kb.build()
+    monkeypatch.undo()
     assert kb.root.current() == live
+    assert NEW_DOC[0] not in {d.doc for d in kb.documents()}
 
 
 def test_milvus_failing_when_the_lease_is_taken_is_one_line(library, embedder, monkeypatch):
