@@ -211,11 +211,16 @@ class MilvusRoot(IndexRoot):
                 c.drop_collection(stale)
         try:
             _upload(c, Path(build_dir), name, self.cfg)
-        except Exception:
+        except Exception as upload_error:
             # a stall past the lease: the builder that took it over may have dropped these half-made collections
             # as a killed build's, so the upload fails; say that rather than Milvus's "collection not found"
             if lease is not None:
-                lease.check()
+                try:
+                    lease.check()
+                except BuildInProgress:
+                    raise
+                except Exception:  # Milvus unreachable: the upload's own error says what happened
+                    raise upload_error from None
             raise
         if lease is not None:
             lease.check()

@@ -289,6 +289,17 @@ def test_a_build_whose_lease_was_taken_publishes_nothing(library, embedder, monk
     monkeypatch.setattr(milvus_store, "_upload", upload_failing)
     with pytest.raises(RuntimeError, match="segment flush failed"):
         kb.build()
+    # ... and also when Milvus cannot be asked about the lease any more (it went away mid-upload)
+    real_check = milvus_store.BuildLease.check
+
+    def unreachable_after_the_upload(self):
+        if milvus_store._upload is upload_failing and getattr(self, "_asked", False):
+            raise ConnectionError("connection refused")
+        self._asked = True
+        return real_check(self)
+    monkeypatch.setattr(milvus_store.BuildLease, "check", unreachable_after_the_upload)
+    with pytest.raises(RuntimeError, match="segment flush failed"):
+        kb.build()
     monkeypatch.undo()
     assert kb.root.current() == live
     assert NEW_DOC[0] not in {d.doc for d in kb.documents()}
