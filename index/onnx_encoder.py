@@ -34,6 +34,7 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # of 32, 49 in runs of 8, 60 in runs of 4 (2026-11-30, Intel Xeon, 2 cores; PERFORMANCE.md). 8, not 4: in a
 # whole build the two measured alike (75-80 against 72-76 chunks/s), and 4 moved a borderline timeline pick.
 RUN_TEXTS = 8
+SIDE_BY_SIDE = True  # a batch's runs on one worker each, side by side (False: one run at a time on every worker)
 MISSING = ("embedding.backend = 'onnx-int8' needs the packages onnxruntime and onnx "
            "(pip install onnxruntime onnx), or set embedding.backend = 'torch'")
 
@@ -240,12 +241,13 @@ class OnnxEncoder:
 
     @property
     def session(self):
-        """The session batches run on (`threads` workers)."""
+        """The session a run of several texts uses alone (`threads` workers)."""
         return self.session_for(self.threads)
 
     def session_for(self, n_texts: int):
-        """The session for `n_texts` texts at once: one worker for a single text (a question: 3.6 ms against
-        4.4 ms with two workers waking each other, measured on 2 cores), `threads` workers for a batch. Each is
+        """The session for `n_texts` texts in one run: one worker for a single text (a question: 3.6 ms against
+        4.4 ms with two workers waking each other, measured on 2 cores), `threads` workers for a run of several.
+        (A batch of several runs runs them side by side, each on the one-worker session: `encode`.) Each is
         made on first use (about 0.3 s and 60 MB), so a bot that only answers questions holds one."""
         threads = 1 if n_texts <= 1 else self.threads
         session = self._sessions.get(threads)
@@ -266,6 +268,15 @@ class OnnxEncoder:
                     self._sessions[threads] = session
         return session
 
+    def _pool(self):
+        """The threads that run a batch's runs side by side (`threads` of them, made on first use)."""
+        if getattr(self, "_workers", None) is None:
+            with self._lock:
+                if getattr(self, "_workers", None) is None:
+                    from concurrent.futures import ThreadPoolExecutor
+                    self._workers = ThreadPoolExecutor(self.threads, thread_name_prefix="citebot-encode")
+        return self._workers
+
     def get_sentence_embedding_dimension(self) -> int:
         return self._dim
 
@@ -278,7 +289,7 @@ class OnnxEncoder:
                convert_to_numpy: bool = True, show_progress_bar: bool = False, output_value: str | None = "sentence_embedding",
                **_) -> np.ndarray | list[dict]:
         """Unit vectors (float32), one row per text; texts are batched by length like sentence-transformers, at
-        most RUN_TEXTS to a run.
+        most RUN_TEXTS to a run; the runs of a batch go side by side, one worker each (`threads` at once).
 
         `output_value=None` (as in sentence-transformers): one dict per text instead, with its
         "sentence_embedding", its "token_embeddings" and the tokenizer's "offset_mapping" (into the stripped
@@ -289,8 +300,9 @@ class OnnxEncoder:
         rows: list[dict] = [{} for _ in texts]
         order = np.argsort([-len(t) for t in texts], kind="stable")
         step = max(1, min(batch_size, RUN_TEXTS))
-        for i in range(0, len(texts), step):
-            idx = order[i:i + step]
+        runs = [order[i:i + step] for i in range(0, len(texts), step)]
+
+        def run(idx: np.ndarray, session) -> None:
             encodings = self._tokenize.encode_batch([texts[j] for j in idx])
             enc = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
                    "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
@@ -299,7 +311,7 @@ class OnnxEncoder:
                 enc["offset_mapping"] = np.array([e.offsets for e in encodings], dtype=np.int64).reshape(len(idx), -1, 2)
                 enc["special_tokens_mask"] = np.array([e.special_tokens_mask for e in encodings], dtype=np.int64)
             feed = {name: enc[name] for name in INPUTS if name in self._inputs}
-            outputs = self.session_for(len(idx)).run(None, feed)
+            outputs = session.run(None, feed)
             out[idx] = outputs[0]
             if tokens:
                 lengths = enc["attention_mask"].sum(1)
@@ -307,6 +319,15 @@ class OnnxEncoder:
                     m = int(lengths[n])
                     rows[j] = {"token_embeddings": outputs[1][n, :m], "offset_mapping": enc["offset_mapping"][n, :m],
                                "special_tokens_mask": enc["special_tokens_mask"][n, :m]}
+
+        if self.threads > 1 and len(runs) > 1 and SIDE_BY_SIDE:
+            # runs side by side, one worker each: on 2 cores 98-103 chunks/s against 90-98 for one run at a time on
+            # two workers (PERFORMANCE.md); each run holds the same texts either way, so the vectors are the same
+            single = self.session_for(1)
+            list(self._pool().map(lambda idx: run(idx, single), runs))
+        else:
+            for idx in runs:
+                run(idx, self.session_for(len(idx)))
         if normalize_embeddings:  # already unit length from the graph; renormalise float rounding
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             out /= np.where(norms > 0, norms, 1.0)

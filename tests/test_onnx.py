@@ -91,6 +91,31 @@ def test_idle_workers_do_not_spin_and_a_question_runs_on_one(onnx_embedder):
     assert np.allclose(one, many, atol=1e-5)
 
 
+def test_a_batchs_runs_side_by_side_give_the_vectors_of_one_run_at_a_time(onnx_embedder, monkeypatch):
+    """A batch's runs are encoded side by side, one worker each (faster on 2 cores than one run at a time on
+    both); every run holds the same texts either way, so every vector and token output is the same, bit for bit."""
+    import threading
+    from index import onnx_encoder
+    from index.chunking import split_sentences
+    model = onnx_embedder.model
+    monkeypatch.setattr(model, "threads", 2)
+    texts = [DOCS_TEXT[i:i + 300 + 7 * i] for i in range(0, 1200, 40)]  # 30 texts of different lengths: 4 runs
+    spans = [split_sentences(t) for t in texts]
+    seen = set()
+    real_run = model.session_for(1).run
+
+    def run(*a, **kw):
+        seen.add(threading.current_thread().name)
+        return real_run(*a, **kw)
+    monkeypatch.setattr(model.session_for(1), "run", run)
+    side = onnx_embedder.encode_passages(texts, spans)
+    assert any(name.startswith("citebot-encode") for name in seen)
+    monkeypatch.setattr(onnx_encoder, "SIDE_BY_SIDE", False)
+    alone = onnx_embedder.encode_passages(texts, spans)
+    assert np.array_equal(side[0], alone[0])
+    assert all(np.array_equal(a, b) for a, b in zip(side[1], alone[1]))
+
+
 def test_the_batch_tokenizer_gives_what_transformers_gives(onnx_embedder):
     # the encoder tokenizes with the Rust tokenizer alone (no transformers import); it must match the
     # transformers tokenizer called as sentence-transformers calls it, padding and truncation included
