@@ -210,6 +210,7 @@ class OnnxEncoder:
         self._tokenize = batch_tokenizer(model_dir, max_seq_length)
         self._hf_tokenizer = None
         self._sessions: dict[int, object] = {}
+        self._workers = None  # the threads a batch's runs go side by side on (`_pool`)
         self._lock = threading.Lock()
         session = self.session_for(1)  # what a question uses; loaded now, so a model that cannot run fails here
         self._inputs = {i.name for i in session.get_inputs()}
@@ -270,9 +271,9 @@ class OnnxEncoder:
 
     def _pool(self):
         """The threads that run a batch's runs side by side (`threads` of them, made on first use)."""
-        if getattr(self, "_workers", None) is None:
+        if self._workers is None:
             with self._lock:
-                if getattr(self, "_workers", None) is None:
+                if self._workers is None:
                     from concurrent.futures import ThreadPoolExecutor
                     self._workers = ThreadPoolExecutor(self.threads, thread_name_prefix="citebot-encode")
         return self._workers
