@@ -292,8 +292,8 @@ def test_a_build_whose_lease_was_taken_publishes_nothing(library, embedder, monk
     # ... and also when Milvus cannot be asked about the lease any more (it went away mid-upload)
     real_check = milvus_store.BuildLease.check
 
-    def unreachable_after_the_upload(self):
-        if milvus_store._upload is upload_failing and getattr(self, "_asked", False):
+    def unreachable_after_the_upload(self):  # the check before uploading answers; the one after cannot
+        if getattr(self, "_asked", False):
             raise ConnectionError("connection refused")
         self._asked = True
         return real_check(self)
