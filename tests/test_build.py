@@ -288,3 +288,40 @@ def test_progress_moves_within_one_large_file(tmp_path, embedder, monkeypatch):
     assert seen[-1][0] == total and total > 1000 and inside == sorted(inside)  # never backwards
     cleaning = [done for done in inside if done <= 0.4 * total]
     assert len(set(cleaning)) >= 5 and len(set(inside) - set(cleaning)) >= 5  # both steps of one file move
+
+
+def test_a_build_hands_the_encoder_each_chunks_word_pieces(docs_copy, tmp_path, embedder, monkeypatch):
+    """Chunking tokenizes each document once; the chunks' word pieces wait in a spool file beside the build and
+    go to the encoder, which does not tokenize the chunks again. The index is the same, row for row and bit for
+    bit, as one whose chunks are tokenized by the encoder, and the spool is gone once the chunks are embedded."""
+    import numpy as np
+    from index import build
+    from index.embedding import Embedder
+    from index.store import Snapshot
+
+    if not embedder.reads_pieces:
+        pytest.skip("the configured encoder tokenizes every chunk itself")
+    assembled = []
+    real = type(embedder.model)._assemble
+    monkeypatch.setattr(type(embedder.model), "_assemble", lambda self, given: assembled.extend(given) or real(self, given))
+    spooled = []
+    real_remove = build._Spool.remove
+    monkeypatch.setattr(build._Spool, "remove", lambda self: spooled.append(self.path.exists()) or real_remove(self))
+
+    def stored(kb):
+        snap = Snapshot(kb.root.current())
+        ids = [r["id"] for r in snap.query("SELECT id FROM chunks ORDER BY id")]
+        out = (snap.vectors(ids), snap.sentence_rows(ids), [tuple(r) for r in snap.query("SELECT * FROM chunks")])
+        snap.close()
+        return out
+
+    given = new_kb(docs_copy, tmp_path / "given", embedder)
+    report = given.build()
+    assert len(assembled) == report.chunks and spooled == [True]
+    assert not (report.build_dir / build.SPOOL_FILE).exists()
+    monkeypatch.setattr(Embedder, "reads_pieces", property(lambda self: False))
+    tokenized = new_kb(docs_copy, tmp_path / "tokenized", embedder)
+    tokenized.build()
+    assert len(assembled) == report.chunks and spooled == [True]  # not used this time
+    a, b = stored(given), stored(tokenized)
+    assert np.array_equal(a[0], b[0]) and a[1] == b[1] and a[2] == b[2]

@@ -145,3 +145,54 @@ def test_a_damaged_tokenizer_file_is_a_clear_error(tmp_path):
     (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "model": ', encoding="utf-8")
     with pytest.raises(EmbeddingError, match="cannot read the tokenizer .*tokenizer.json"):
         Embedder(EmbeddingConfig(model=str(tmp_path))).count(["Leicestershire Police"])
+
+
+TRICKY = ("First sentence here. Second one follows!\nA line with café, naïve and 東京 text. "
+          "Joined\x1cwords stay one word for the tokenizer. Non\u00a0breaking space. " + "x" * 150 + " long word. "
+          "Numbers like 3.5, e.g. abbreviations, Mr. Smith. " + "a.b." * 40 + " ends a line.\nLast line.")
+
+
+@pytest.mark.parametrize("slice_size", [5000, 3])
+def test_chunks_carry_the_word_pieces_of_their_own_text(embedder, monkeypatch, slice_size):
+    """One tokenization of a document gives both the sentences' counts and each chunk's word pieces: the same
+    chunks as counting sentence by sentence, and for every chunk that starts and ends between words exactly
+    what tokenizing its text alone gives (ids and offsets), so the encoder need not tokenize it again."""
+    from index import chunking
+
+    class Counting:  # the plain way: each sentence counted on its own
+        count = staticmethod(embedder.count)
+
+    monkeypatch.setattr(chunking, "COUNT_SLICE", slice_size)  # 3: documents tokenized in many slices
+    alone = embedder._word_pieces
+    docs, _ = load_documents(DOCS)
+    cut_in_a_word = total = 0
+    for doc, budget in [*((d, 200) for d in docs), (make_doc(TRICKY * 3), 30)]:
+        chunks = chunk_document(doc, embedder, max_tokens=budget, overlap=1)
+        plain = chunk_document(doc, Counting(), max_tokens=budget, overlap=1)
+        assert [(c.start, c.end, c.tokens) for c in chunks] == [(c.start, c.end, c.tokens) for c in plain]
+        assert all(c.pieces is None for c in plain)
+        total += len(chunks)
+        for c in chunks:
+            if c.pieces is None:  # "a.b.a.b…" is one word longer than the budget: cut by characters
+                cut_in_a_word += 1
+                continue
+            want = alone.encode(c.text, add_special_tokens=False)
+            assert c.pieces[0].tolist() == want.ids
+            assert c.pieces[1].tolist() == [list(o) for o in want.offsets]
+    assert 0 < cut_in_a_word < total / 2
+
+
+def test_only_a_tokenizer_that_splits_at_spaces_gives_pieces(monkeypatch):
+    """Reading a chunk's pieces out of its document's is exact only for a tokenizer that splits at spaces and
+    punctuation and normalises each character alone (BERT's); any other (byte-level BPE here) counts as before."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from index.config import EmbeddingConfig
+    from index.embedding import Embedder
+    assert Embedder(EmbeddingConfig(backend="torch")).pieces("a b") is None  # its encoder tokenizes anyway
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel()
+    other = Embedder(EmbeddingConfig(backend="onnx-int8"))
+    monkeypatch.setattr(Embedder, "_word_pieces", property(lambda self: bpe))
+    assert not other.reads_pieces and other.pieces("a b") is None
+    doc = make_doc("One sentence here. Another one there.")
+    assert all(c.pieces is None for c in chunk_document(doc, other, max_tokens=5, overlap=0))
