@@ -99,11 +99,8 @@ def threshold(bank: list[float], pseudo: list[float]) -> float:
 
 def calibrate(searcher, k: int = 3) -> dict:
     """Ask the bank and the pseudo-questions of `searcher`'s index; the cut and both distributions."""
-    def scores(questions: list[str]) -> list[float]:
-        vectors = searcher.embedder.encode(questions) if questions else []
-        return [searcher.evidence(q, v, k) for q, v in zip(questions, vectors)]
-    bank = scores(bank_questions())
-    pseudo = scores(pseudo_questions(searcher))
+    bank = searcher.evidence_many(bank_questions(), k)
+    pseudo = searcher.evidence_many(pseudo_questions(searcher), k)
     return {"version": VERSION, "threshold": threshold(bank, pseudo), "bank": _quantiles(bank),
             "pseudo": _quantiles(pseudo), "rule": f"bank q{BANK_QUANTILE:g} + {BETWEEN:g} x (pseudo q{PSEUDO_QUANTILE:g} - bank q{BANK_QUANTILE:g})"}
 

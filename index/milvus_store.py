@@ -725,3 +725,12 @@ class MilvusSnapshot(Snapshot):
         hits = self.client.search(self.collection, data=[np.asarray(qvec, dtype=np.float32).tolist()], limit=k,
                                   output_fields=[], search_params=self._search_params, **kwargs)
         return [(int(h["id"]), float(h["distance"])) for h in hits[0]]
+
+    def dense_many(self, qvecs: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        """`dense` for many question vectors in one Milvus search (no filter)."""
+        k = min(k, self.size, 16384)
+        if k <= 0 or not len(qvecs):
+            return [[] for _ in qvecs]
+        hits = self.client.search(self.collection, data=np.asarray(qvecs, dtype=np.float32).tolist(), limit=k,
+                                  output_fields=[], search_params=self._search_params)
+        return [[(int(h["id"]), float(h["distance"])) for h in row] for row in hits]

@@ -242,11 +242,13 @@ class Searcher:
         return [(int(i), float(scores[i])) for i in best], scores
 
     def rank(self, question: str, mode: str | None = None, depth: int | None = None,
-             doc_ids: list[int] | None = None, qvec: np.ndarray | None = None) -> list[Hit]:
+             doc_ids: list[int] | None = None, qvec: np.ndarray | None = None,
+             nearest: list[tuple[int, float]] | None = None) -> list[Hit]:
         """Chunks for `question`, best first, each with its dense, BM25 and fused score.
 
         Each ranking the mode uses contributes its `depth` best chunks; both scores are computed exactly for
-        every chunk of that pool, so fusion never has to guess a missing score.
+        every chunk of that pool, so fusion never has to guess a missing score. `nearest`: the dense ranking
+        already found (at least `depth` deep, no filter; `evidence_many`).
         """
         mode = mode or self.cfg.mode
         if mode not in MODES:
@@ -258,7 +260,8 @@ class Searcher:
             qvec = self.embedder.encode_query(question)
         pool: set[int] = set()
         if mode in ("dense", "hybrid"):
-            pool.update(i for i, _ in self.dense(qvec, depth, doc_ids))
+            found = nearest[:depth] if nearest is not None and doc_ids is None else self.dense(qvec, depth, doc_ids)
+            pool.update(i for i, _ in found)
         keyword_hits, bm25_all = self.keyword(question, depth, doc_ids)
         if mode in ("bm25", "hybrid"):
             pool.update(i for i, _ in keyword_hits)
@@ -290,7 +293,8 @@ class Searcher:
         return float(calibrated) if calibrated is not None else LEGACY_MIN_SCORE
 
     def search(self, question: str, k: int | None = None, filters: Filters | None = None,
-               mode: str | None = None, qvec: np.ndarray | None = None) -> Answer:
+               mode: str | None = None, qvec: np.ndarray | None = None,
+               nearest: list[tuple[int, float]] | None = None) -> Answer:
         """The best `k` passages for `question`, each with its answer sentence(s) highlighted; confident only
         if the evidence clears this index's confidence cut (`min_score`).
 
@@ -305,7 +309,7 @@ class Searcher:
         doc_ids = self.allowed_doc_ids(filters)
         if qvec is None:
             qvec = self.embedder.encode_query(question)
-        hits = self.rank(question, mode, max(self.cfg.candidates, 3 * k), doc_ids, qvec)
+        hits = self.rank(question, mode, max(self.cfg.candidates, 3 * k), doc_ids, qvec, nearest)
         folded: dict = {}
         passages = self._passages(hits[: 3 * k + 5], folded)  # enough to fill k after folding and merging
         self.pick_answer_sentences(question, qvec, passages[: SCORED_PER_K * k + 2])
@@ -319,9 +323,20 @@ class Searcher:
         return Answer(question, passages, confident, (time.perf_counter() - started) * 1000, mode=mode,
                       filters=filters.as_dict())
 
-    def evidence(self, question: str, qvec: np.ndarray, k: int = 3) -> float:
+    def evidence(self, question: str, qvec: np.ndarray, k: int = 3,
+                 nearest: list[tuple[int, float]] | None = None) -> float:
         """The confidence score of `question` (its vector given) over the whole index: for calibration."""
-        return self.confidence(self.search(question, k, qvec=qvec).passages)
+        return self.confidence(self.search(question, k, qvec=qvec, nearest=nearest).passages)
+
+    def evidence_many(self, questions: Sequence[str], k: int = 3) -> list[float]:
+        """`evidence` of many questions, embedded in one batch and their nearest chunks found in one search."""
+        if not questions:
+            return []
+        vectors = self.embedder.encode(list(questions))
+        many = getattr(self.snap, "dense_many", None)
+        depth = max(self.cfg.candidates, 3 * k)
+        nearest = many(vectors, depth) if many is not None else [None] * len(questions)
+        return [self.evidence(q, v, k, found) for q, v, found in zip(questions, vectors, nearest)]
 
     @staticmethod
     def confidence(passages: list[Passage]) -> float:

@@ -476,6 +476,15 @@ class Snapshot:
         scores, ids = self.index.search(qvec.reshape(1, -1).astype(np.float32), k, params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
+    def dense_many(self, qvecs: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        """`dense` for many question vectors in one FAISS search (no document filter): calibrating a build asks
+        550 questions, and one search of them all took 0.05 s on SciFact against 0.8 s one by one."""
+        k = min(k, self.size)
+        if k <= 0 or not len(qvecs):
+            return [[] for _ in qvecs]
+        scores, ids = self.index.search(np.asarray(qvecs, dtype=np.float32).reshape(len(qvecs), -1), k)
+        return [[(int(i), float(s)) for i, s in zip(row_ids, row) if i >= 0] for row_ids, row in zip(ids, scores)]
+
     def chunk_ids_by_hash(self, hashes: Sequence[str]) -> dict[str, int]:
         """The lowest chunk id holding each of `hashes` (content hashes of chunk texts) that this build has."""
         out: dict[str, int] = {}

@@ -202,6 +202,21 @@ def test_the_index_calibrates_its_own_confidence_cut(kb):
     assert max(offtopic) < searcher.min_score
 
 
+def test_calibration_finds_all_its_questions_nearest_chunks_in_one_search(kb, monkeypatch):
+    """Calibrating asks hundreds of questions: their nearest chunks come from one FAISS search of them all, and
+    each question's evidence is what asking it alone gives, to the last digit."""
+    from index import calibration
+    searcher = kb.searcher()
+    questions = calibration.bank_questions()[:40] + [q.question for q in ANSWERABLE]
+    alone = [searcher.evidence(q, v) for q, v in zip(questions, kb.embedder.encode(questions))]
+    searches = []
+    real = type(searcher.snap).dense_many
+    monkeypatch.setattr(type(searcher.snap), "dense_many", lambda self, *a: searches.append(a) or real(self, *a))
+    monkeypatch.setattr(type(searcher.snap), "dense", lambda *a: pytest.fail("searched one question alone"))
+    assert searcher.evidence_many(questions) == alone
+    assert len(searches) == 1 and len(searches[0][0]) == len(questions)
+
+
 def test_a_configured_min_score_overrides_the_calibration(kb):
     cfg = copy.copy(kb.cfg.retrieval)
     cfg.min_score = 0.9
