@@ -320,27 +320,34 @@ _MONTHS["sept"] = 9
 # blind, was tried at every character and took two thirds of the time of finding no date in a long text.
 _MONTH_RE = (r"\b(jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|"
              r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
-# (pattern, what a text must contain for it to match at all, its match as (year, month, day))
-_DATE_PATTERNS: list[tuple[re.Pattern, str, Callable[[re.Match], tuple[int, int, int]]]] = [
+# (pattern, what a text must contain for it to match at all, whether it needs four digits in a row, its match as
+# (year, month, day))
+_DATE_PATTERNS: list[tuple[re.Pattern, str, bool, Callable[[re.Match], tuple[int, int, int]]]] = [
     # 2017-09-07 (also "date 2017-09-07")
-    (re.compile(r"(?<!\d)(\d{4})-(\d{1,2})-(\d{1,2})(?!\d)"), "-", lambda m: (int(m[1]), int(m[2]), int(m[3]))),
+    (re.compile(r"(?<!\d)(\d{4})-(\d{1,2})-(\d{1,2})(?!\d)"), "-", True, lambda m: (int(m[1]), int(m[2]), int(m[3]))),
     # Saturday, September 09, 2017 / September 9 2017
-    (re.compile(_MONTH_RE + r"\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})\b", re.I), "",
+    (re.compile(_MONTH_RE + r"\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})\b", re.I), "", True,
      lambda m: (int(m[3]), _MONTHS[m[1].lower()], int(m[2]))),
     # 9 September 2017
-    (re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)?\s+" + _MONTH_RE + r",?\s+(\d{4})\b", re.I), "",
+    (re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)?\s+" + _MONTH_RE + r",?\s+(\d{4})\b", re.I), "", True,
      lambda m: (int(m[3]), _MONTHS[m[2].lower()], int(m[1]))),
     # 2/3/17 or 02/03/2017, day first (UK order)
-    (re.compile(r"(?<![\d/])(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})(?![\d/])"), "/",
+    (re.compile(r"(?<![\d/])(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})(?![\d/])"), "/", False,
      lambda m: (int(m[3]) + (2000 if len(m[3]) == 2 else 0), int(m[2]), int(m[1]))),
 ]
+
+
+_YEAR = re.compile(r"\d{4}")
 
 
 def find_date(text: str) -> tuple[dt.date, int, int] | None:
     """The first date in `text` in a format the corpus uses: (date, start, end), or None."""
     best = None
-    for pattern, needs, parts in _DATE_PATTERNS:
-        if needs not in text:
+    # most patterns need four digits in a row, which most texts without a date lack (4 of 5 SciFact abstracts):
+    # one quick look for them spares their slow scans (finding no date in SciFact's abstracts 0.78 -> 0.45 s)
+    year = _YEAR.search(text) is not None
+    for pattern, needs, needs_year, parts in _DATE_PATTERNS:
+        if needs not in text or (needs_year and not year):
             continue
         for m in pattern.finditer(text):
             try:
