@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 CHUNKER_VERSION = 1
 SENTENCE_VECTORS = "late-pooled-1"  # how the stored sentence vectors were made (Embedder.encode_passages)
-SPOOL_FILE = "pieces.spool"  # the chunks' word pieces while the build runs (`_Spool`)
 EMBED_BATCH = 2048  # chunks embedded (or copied from the previous build) and written at a time
 CLEAN_SHARE = 0.4  # of a file's part of the chunking progress bar: cleaning it (the rest: chunking it)
 
@@ -232,9 +231,7 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
             old.close()
         raise
     try:
-        # chunk each document and write its rows at once; only the chunks' hashes stay in memory (and their word
-        # pieces go to a spool file for the encoder: `_Spool`)
-        spool = _Spool(build_dir / SPOOL_FILE) if embedder.reads_pieces else None
+        # chunk each document and write its rows at once; only the chunks' hashes stay in memory
         hashes: list[str] = []
         seen: set[str] = set()
         # progress in characters of text read, within each file too: cleaning takes CLEAN_SHARE of a file's
@@ -269,9 +266,6 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
                            "end": c.end, "tokens": c.tokens, "page": c.page, "section": c.section,
                            "location": c.location, "text": c.text, "hash": h}
                           for n, (c, h) in enumerate(zip(chunks, chunk_hashes)))
-            if spool is not None:
-                for n, c in enumerate(chunks):
-                    spool.add(len(hashes) + n, c.pieces)
             hashes.extend(chunk_hashes)
             done_chars += raw
             at(done_chars)
@@ -302,10 +296,8 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
         unchanged = bool(reuse_ok and all(h in reusable for h in hashes) and old_hashes == len(hashes))
         old_calibration = old.calibration if old is not None else None
         index, index_type = new_vector_index(len(hashes), dim, root.vectors_config(cfg.vectors))
-        _embed_and_write(hashes, reusable, old, embedder, index, writer, report, progress, spool)
+        _embed_and_write(hashes, reusable, old, embedder, index, writer, report, progress)
         del hashes, reusable
-        if spool is not None:
-            spool.remove()
         if old is not None:
             old.close()
             old = None
@@ -364,46 +356,8 @@ def _calibrate(cfg: Config, embedder: Embedder, build_dir: Path, previous: dict 
     return result.get("threshold")
 
 
-class _Spool:
-    """The chunks' word pieces from chunking (`Chunk.pieces`), kept on disk until the encoder reads them, so the
-    int8 encoder does not tokenize every chunk a second time (a SciFact build: 3.1 s of tokenizing saved) while
-    memory still holds no more than one batch. Ids and offsets are int32; the file goes once the chunks are
-    embedded (about 12 bytes a word piece meanwhile: 25 MB for SciFact's 2M)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.file = open(path, "w+b")
-        self.where: dict[int, tuple[int, int]] = {}  # chunk id -> (byte offset, word pieces)
-
-    def add(self, chunk_id: int, pieces) -> None:
-        if pieces is None:
-            return
-        ids, offsets = pieces
-        self.where[chunk_id] = (self.file.tell(), len(ids))
-        self.file.write(np.ascontiguousarray(ids, dtype=np.int32).tobytes())
-        self.file.write(np.ascontiguousarray(offsets, dtype=np.int32).tobytes())
-
-    def get(self, chunk_ids: list[int]) -> list:
-        out = []
-        for i in chunk_ids:
-            at = self.where.get(i)
-            if at is None:
-                out.append(None)
-                continue
-            pos, n = at
-            self.file.seek(pos)
-            data = np.frombuffer(self.file.read(12 * n), dtype=np.int32)
-            out.append((data[:n], data[n:].reshape(n, 2)))
-        return out
-
-    def remove(self) -> None:
-        self.file.close()
-        self.path.unlink(missing_ok=True)
-
-
 def _embed_and_write(hashes: list[str], reusable: dict[str, int], old: Snapshot | None, embedder: Embedder,
-                     index, writer: BuildWriter, report: BuildReport, progress: Progress,
-                     spool: _Spool | None = None) -> None:
+                     index, writer: BuildWriter, report: BuildReport, progress: Progress) -> None:
     """Add every chunk's vector to `index` (row i = chunk i) and write its sentence spans and vectors,
     EMBED_BATCH chunks at a time: a chunk whose text the old build has is copied from it, the others are read
     back from the build and embedded (the chunk vector and, from the same run of the model, a vector per
@@ -429,8 +383,7 @@ def _embed_and_write(hashes: list[str], reusable: dict[str, int], old: Snapshot 
             texts = [texts[i] for i in todo]
             spans = [split_sentences(t) for t in texts]
             vectors[[i - start for i in todo]], pooled = embedder.encode_passages(
-                texts, spans, progress=lambda n, total: progress("embedding", done + n, todo_total),
-                pieces=spool.get(todo) if spool is not None else None)
+                texts, spans, progress=lambda n, total: progress("embedding", done + n, todo_total))
             for i, sp, vecs in zip(todo, spans, pooled):
                 rows[i] = (json.dumps(sp), vecs.astype(SENTENCE_DTYPE).tobytes())
             done += len(todo)

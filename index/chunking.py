@@ -6,11 +6,8 @@ import ctypes
 import hashlib
 import re
 import threading
-import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
-
-import numpy as np
 
 from index.documents import Document
 
@@ -21,14 +18,9 @@ _ABBREVIATION = re.compile(
 
 
 class TokenCounter(Protocol):
-    """Counts word pieces of texts the way the embedding model will. It may also have `pieces(text)`: the word
-    pieces of a whole text with their character offsets (ids, (n, 2) offsets as int32 arrays), or None when
-    its tokenizer cannot be read that way (see `Embedder.pieces`)."""
+    """Counts word pieces of texts the way the embedding model will."""
 
     def count(self, texts: Sequence[str]) -> list[int]: ...
-
-
-Pieces = tuple[np.ndarray, np.ndarray]  # word-piece ids and their (start, end) offsets into a chunk's text
 
 
 @dataclass(frozen=True)
@@ -43,10 +35,6 @@ class Chunk:
     page: int | None
     section: str | None
     location: str
-    # the chunk's word pieces from the document's own tokenization (what tokenizing its text gives, so the
-    # encoder need not tokenize it again), or None (the tokenizer cannot say, or the chunk starts or ends
-    # inside a word)
-    pieces: Pieces | None = field(default=None, compare=False, repr=False)
 
     @property
     def hash(self) -> str:
@@ -160,15 +148,6 @@ def _split_chars(text: str, start: int, end: int, budget: int, counter: TokenCou
     return pieces
 
 
-def _at_break(text: str, at: int) -> bool:
-    """Whether offset `at` of `text` lies between words for the tokenizer: at either end of the text, or next
-    to a space (a tab, a line break or a Unicode space separator; not the control characters Python also
-    calls space, which a BERT tokenizer deletes, joining the words around them)."""
-    if at <= 0 or at >= len(text):
-        return True
-    return any(c in " \t\n\r" or unicodedata.category(c) == "Zs" for c in (text[at - 1], text[at]))
-
-
 COUNT_SLICE = 5000  # sentences counted at a time, so that progress moves within a large file
 
 
@@ -182,33 +161,11 @@ def chunk_document(document: Document, counter: TokenCounter, max_tokens: int = 
     text = document.text
     spans = split_sentences(text)
     counts: list[int] = []
-    tokenize = getattr(counter, "pieces", None)
-    found: list[Pieces] = []  # the document's word pieces, slice by slice (offsets into `text`)
-    joins: list[int] = []  # where a slice begins inside a word: a chunk across it is tokenized whole
     for i in range(0, len(spans), COUNT_SLICE):
         part = spans[i:i + COUNT_SLICE]
-        if i and not _at_break(text, part[0][0]):
-            joins.append(part[0][0])
-        got = tokenize(text[part[0][0]:part[-1][1]]) if tokenize else None
-        if got is None:
-            tokenize = None
-            counts.extend(counter.count([text[s:e] for s, e in part]))
-        else:
-            ids, offsets = got
-            found.append((ids, offsets + part[0][0]))
-            starts = found[-1][1][:, 0]
-            bounds = np.searchsorted(starts, np.asarray(part, dtype=np.int64).ravel()).reshape(-1, 2)
-            # a sentence with a word on either side of it (a split inside a word) counts alone, as before
-            clean = [_at_break(text, s) and _at_break(text, e) for s, e in part]
-            alone = [n for n, ok in enumerate(clean) if not ok]
-            counted = dict(zip(alone, counter.count([text[part[n][0]:part[n][1]] for n in alone]))) if alone else {}
-            counts.extend(counted[n] if n in counted else int(b - a) for n, (a, b) in enumerate(bounds))
+        counts.extend(counter.count([text[s:e] for s, e in part]))
         if progress:
             progress(part[-1][1])
-    if tokenize and found:
-        ids = np.concatenate([f[0] for f in found])
-        offsets = np.concatenate([f[1] for f in found])
-        starts = offsets[:, 0]
     units: list[tuple[int, int, int]] = []
     for (s, e), n in zip(spans, counts):
         units.extend(_split_long(text, s, e, max_tokens, counter) if n > max_tokens else [(s, e, n)])
@@ -222,13 +179,8 @@ def chunk_document(document: Document, counter: TokenCounter, max_tokens: int = 
             j += 1
         j = max(j, i + 1)
         start, end = units[i][0], units[j - 1][1]
-        pieces = None
-        if (tokenize and found and _at_break(text, start) and _at_break(text, end)
-                and not any(start < at < end for at in joins)):
-            a, b = np.searchsorted(starts, [start, end])
-            pieces = (ids[a:b], offsets[a:b] - start)
         chunks.append(Chunk(document.doc, len(chunks), start, end, text[start:end], total, pages[i],
-                            document.section_at(start), document.location(start, end), pieces))
+                            document.section_at(start), document.location(start, end)))
         if j >= len(units):
             break
         nxt = j

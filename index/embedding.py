@@ -50,10 +50,6 @@ def pool_spans(tokens: np.ndarray, offsets: np.ndarray, special: np.ndarray, spa
     return out
 
 
-def _kind(part) -> str | None:
-    return part.get("type") if isinstance(part, dict) else None
-
-
 class Embedder:
     """A sentence-transformers model behind a lock: `encode` texts to unit vectors, `count` word pieces."""
 
@@ -63,7 +59,6 @@ class Embedder:
         self._model = None
         self._tokenizer = None
         self._counter = None  # see _word_pieces
-        self._splittable = None  # see pieces
         self._lock = threading.Lock()
 
     @property
@@ -175,40 +170,6 @@ class Embedder:
                                  return_attention_mask=False, return_token_type_ids=False, verbose=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
-    def pieces(self, text: str):
-        """The word pieces of `text` with their character offsets (int32 ids, (n, 2) int32 offsets), without
-        the special tokens; None unless the tokenizer splits text into words at spaces and punctuation and
-        normalises character by character (BERT's WordPiece: all-MiniLM-L6-v2 and its kind). For such a
-        tokenizer the pieces of any stretch of text that starts and ends at a space are those of that stretch
-        tokenized alone (tested), so the chunker counts sentences from one tokenization of the document and
-        the encoder reads each chunk's pieces from it instead of tokenizing the chunk again."""
-        if not self.reads_pieces:  # (the torch encoder tokenizes anyway: counting alone is quicker for it)
-            return None
-        counter = self._word_pieces
-        found = counter.encode(text, add_special_tokens=False)
-        ids = np.asarray(found.ids, dtype=np.int32)
-        offsets = np.asarray(found.offsets, dtype=np.int32).reshape(len(ids), 2)
-        return ids, offsets
-
-    @property
-    def reads_pieces(self) -> bool:
-        """Whether the encoder takes a text's word pieces (`pieces`) instead of tokenizing it: the int8 encoder
-        does, for a tokenizer that `pieces` can read (known without loading the model)."""
-        return self.cfg.backend == "onnx-int8" and self._splits_at_spaces()
-
-    def _splits_at_spaces(self) -> bool:
-        if self._splittable is None:
-            import json
-            counter = self._word_pieces
-            try:
-                spec = json.loads(counter.to_str()) if counter else {}
-            except Exception:  # noqa: BLE001 - a tokenizer that cannot describe itself is read the plain way
-                spec = {}
-            self._splittable = (_kind(spec.get("normalizer")) == "BertNormalizer"
-                                and _kind(spec.get("pre_tokenizer")) == "BertPreTokenizer"
-                                and _kind(spec.get("model")) == "WordPiece")
-        return self._splittable
-
     @staticmethod
     def _slices(texts: Sequence[str], step: int, progress: Callable[[int, int], None] | None):
         """Row indices of `texts` in slices of `step`, longest texts first over all of them (not only within
@@ -238,23 +199,21 @@ class Embedder:
 
     def encode_passages(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
                         progress: Callable[[int, int], None] | None = None,
-                        batch_size: int | None = None, pieces: Sequence | None = None
-                        ) -> tuple[np.ndarray, list[np.ndarray]]:
+                        batch_size: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """What `encode` gives, plus for each text one unit vector per span (its sentences), pooled from the
         same run's token embeddings: the mean of the tokens inside the span, in the context of the whole
         passage ("late pooling"), so sentence vectors cost no second pass of the model.
 
         A span with no token inside the model's window (a passage longer than max_seq_length) is encoded on
-        its own. `pieces` (per text, `Chunk.pieces` or None) spares the int8 encoder tokenizing them again."""
+        its own."""
         batch = batch_size or self.cfg.batch_size
         model = self.model
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         pooled: list[np.ndarray] = [np.zeros((0, self.dim), dtype=np.float32)] * len(texts)
         for rows in self._slices(texts, max(batch * 8, 256), progress):
             part = [str(texts[j]) for j in rows]
-            given = {"pieces": [pieces[j] for j in rows]} if pieces is not None and self.reads_pieces else {}
             results = model.encode(part, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True,
-                                   show_progress_bar=False, output_value=None, **given)
+                                   show_progress_bar=False, output_value=None)
             if results and "offset_mapping" not in results[0]:  # sentence-transformers: tokenize again for offsets
                 enc = self.tokenizer([t.strip() for t in part], truncation="longest_first",
                                      max_length=self.max_seq_length, return_offsets_mapping=True,

@@ -211,7 +211,6 @@ class OnnxEncoder:
         self._hf_tokenizer = None
         self._sessions: dict[int, object] = {}
         self._workers = None  # the threads a batch's runs go side by side on (`_pool`)
-        self._framing = None  # see _specials
         self._lock = threading.Lock()
         session = self.session_for(1)  # what a question uses; loaded now, so a model that cannot run fails here
         self._inputs = {i.name for i in session.get_inputs()}
@@ -279,46 +278,6 @@ class OnnxEncoder:
                     self._workers = ThreadPoolExecutor(self.threads, thread_name_prefix="citebot-encode")
         return self._workers
 
-    @property
-    def _specials(self) -> tuple[int, int, int] | None:
-        """(first, last, pad) ids when the batch tokenizer frames one text as [first] pieces [last], all of type
-        0, and pads on the right (BERT's [CLS] … [SEP] and [PAD]), so that `_assemble` builds what it gives;
-        else None (such texts are tokenized as they come)."""
-        if self._framing is None:
-            self._framing = False
-            bare = tokenizer_file(self.model_dir)
-            if bare is not None:
-                bare.no_truncation()
-                bare.no_padding()
-                pieces = bare.encode("a b, c", add_special_tokens=False).ids
-                short, framed = self._tokenize.encode_batch(["a", "a b, c"])
-                pad = int((self._tokenize.padding or {}).get("pad_id", 0))
-                n = len(pieces)
-                if (framed.ids[1:-1] == pieces and framed.special_tokens_mask == [1] + [0] * n + [1]
-                        and not any(framed.type_ids) and short.ids[-1] == pad and short.attention_mask[-1] == 0
-                        and short.ids[0] == framed.ids[0]):
-                    self._framing = (framed.ids[0], framed.ids[-1], pad)
-        return self._framing or None
-
-    def _assemble(self, given: list) -> dict[str, np.ndarray]:
-        """The tokenizer's arrays for texts whose word pieces are known: each framed by the special tokens, cut
-        at max_seq_length as the tokenizer cuts (the end of the text), padded on the right to the longest."""
-        first, last, pad = self._specials
-        keep = self.max_seq_length - 2
-        lengths = [min(len(ids), keep) + 2 for ids, _ in given]
-        width = max(lengths)
-        ids = np.full((len(given), width), pad, dtype=np.int64)
-        mask = np.zeros((len(given), width), dtype=np.int64)
-        offsets = np.zeros((len(given), width, 2), dtype=np.int64)
-        special = np.ones((len(given), width), dtype=np.int64)
-        for n, ((piece_ids, piece_offsets), m) in enumerate(zip(given, lengths)):
-            ids[n, 0], ids[n, 1:m - 1], ids[n, m - 1] = first, piece_ids[:m - 2], last
-            mask[n, :m] = 1
-            offsets[n, 1:m - 1] = piece_offsets[:m - 2]
-            special[n, 1:m - 1] = 0
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids),
-                "offset_mapping": offsets, "special_tokens_mask": special}
-
     def get_sentence_embedding_dimension(self) -> int:
         return self._dim
 
@@ -329,19 +288,13 @@ class OnnxEncoder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 32, normalize_embeddings: bool = True,
                convert_to_numpy: bool = True, show_progress_bar: bool = False, output_value: str | None = "sentence_embedding",
-               pieces: Sequence | None = None, **_) -> np.ndarray | list[dict]:
+               **_) -> np.ndarray | list[dict]:
         """Unit vectors (float32), one row per text; texts are batched by length like sentence-transformers, at
         most RUN_TEXTS to a run; the runs of a batch go side by side, one worker each (`threads` at once).
 
         `output_value=None` (as in sentence-transformers): one dict per text instead, with its
         "sentence_embedding", its "token_embeddings" and the tokenizer's "offset_mapping" (into the stripped
-        text) and "special_tokens_mask", without padding.
-
-        `pieces`: per text, its word pieces and their offsets as the chunker found them (`Chunk.pieces`) or None;
-        a run whose texts all have them is not tokenized again (`_assemble`: the same arrays)."""
-        if pieces is not None:  # offsets are into the text as given: kept only where stripping moves nothing
-            pieces = None if self._specials is None else [
-                None if given is None or str(t)[:1].isspace() else given for t, given in zip(texts, pieces)]
+        text) and "special_tokens_mask", without padding."""
         texts = [str(t).strip() for t in texts]
         tokens = output_value is None
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
@@ -351,16 +304,13 @@ class OnnxEncoder:
         runs = [order[i:i + step] for i in range(0, len(texts), step)]
 
         def run(idx: np.ndarray, session) -> None:
-            if pieces is not None and all(pieces[j] is not None for j in idx):
-                enc = self._assemble([pieces[j] for j in idx])
-            else:
-                encodings = self._tokenize.encode_batch([texts[j] for j in idx])
-                enc = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-                       "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-                       "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}
-                if tokens:
-                    enc["offset_mapping"] = np.array([e.offsets for e in encodings], dtype=np.int64).reshape(len(idx), -1, 2)
-                    enc["special_tokens_mask"] = np.array([e.special_tokens_mask for e in encodings], dtype=np.int64)
+            encodings = self._tokenize.encode_batch([texts[j] for j in idx])
+            enc = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                   "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+                   "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}
+            if tokens:
+                enc["offset_mapping"] = np.array([e.offsets for e in encodings], dtype=np.int64).reshape(len(idx), -1, 2)
+                enc["special_tokens_mask"] = np.array([e.special_tokens_mask for e in encodings], dtype=np.int64)
             feed = {name: enc[name] for name in INPUTS if name in self._inputs}
             outputs = session.run(None, feed)
             out[idx] = outputs[0]

@@ -116,45 +116,6 @@ def test_a_batchs_runs_side_by_side_give_the_vectors_of_one_run_at_a_time(onnx_e
     assert all(np.array_equal(a, b) for a, b in zip(side[1], alone[1]))
 
 
-def test_word_pieces_given_are_what_tokenizing_gives(onnx_embedder, monkeypatch):
-    """The build hands the encoder each chunk's word pieces from chunking (`Chunk.pieces`): it frames, cuts and
-    pads them into the very arrays the tokenizer would make, so the vectors and token outputs are the same bit
-    for bit, and the chunks are not tokenized again. A text with leading space (offsets would not fit the
-    stripped text) and a text without pieces are tokenized as before."""
-    from index.chunking import split_sentences
-    model = onnx_embedder.model
-    texts = [DOCS_TEXT, TEXTS[0], "21,200 crimes — “inadequate”, café naïve 東京", TEXTS[4], " " + TEXTS[1], TEXTS[2]]
-    pieces = [onnx_embedder.pieces(t) for t in texts]
-    made, want = model._assemble(pieces[:4]), model._tokenize.encode_batch(texts[:4])
-    assert made["input_ids"].shape[1] == model.max_seq_length  # DOCS_TEXT is cut where the tokenizer cuts it
-    assert np.array_equal(made["input_ids"], [e.ids for e in want])
-    assert np.array_equal(made["attention_mask"], [e.attention_mask for e in want])
-    assert np.array_equal(made["token_type_ids"], [e.type_ids for e in want])
-    for n, e in enumerate(want):
-        m = sum(e.attention_mask)
-        assert np.array_equal(made["offset_mapping"][n, :m], e.offsets[:m])
-        assert np.array_equal(made["special_tokens_mask"][n, :m], e.special_tokens_mask[:m])
-
-    texts, pieces = texts[1:], pieces[1:]  # (DOCS_TEXT's sentences past the window are encoded alone)
-    spans = [split_sentences(t) for t in texts]
-    tokenized = []
-    real = model._tokenize.encode_batch
-    monkeypatch.setattr(model, "_tokenize", type("Spy", (), {
-        "encode_batch": lambda self, batch: tokenized.extend(batch) or real(batch)})())
-    given = onnx_embedder.encode_passages(texts[:3], spans[:3], pieces=pieces[:3])  # one run of three
-    assert tokenized == []
-    plain = onnx_embedder.encode_passages(texts[:3], spans[:3])  # (int8 scales by run: the same run to compare)
-    assert len(tokenized) == 3
-    assert np.array_equal(plain[0], given[0])
-    assert all(np.array_equal(a, b) for a, b in zip(plain[1], given[1]))
-    plain = onnx_embedder.encode_passages(texts, spans, batch_size=1)
-    tokenized.clear()
-    given = onnx_embedder.encode_passages(texts, spans, pieces=pieces[:4] + [None], batch_size=1)  # runs of one
-    assert np.array_equal(plain[0], given[0])
-    assert all(np.array_equal(a, b) for a, b in zip(plain[1], given[1]))
-    assert sorted(tokenized) == sorted(t.strip() for t in texts[3:])  # only those two
-
-
 def test_the_batch_tokenizer_gives_what_transformers_gives(onnx_embedder):
     # the encoder tokenizes with the Rust tokenizer alone (no transformers import); it must match the
     # transformers tokenizer called as sentence-transformers calls it, padding and truncation included
