@@ -179,6 +179,75 @@ def evidence(features: np.ndarray, lexical_weight: float = LEXICAL_WEIGHT, terms
     return np.where(features[:, FEATURES.index("title")] > 0, -1.0, ev)
 
 
+# ---------------------------------------------------------------- re-reading close calls word piece by word piece
+
+# When the scorer's best two sentences are within REREAD_MARGIN of each other, its best REREAD sentences (over all
+# the scored passages) and the question go through the model in one run, and each sentence is scored again from
+# MaxSim: every word piece of the question takes its best cosine with one of the sentence's word pieces, and these
+# are averaged (REREAD_COLUMNS: over all pieces, over content words, weighted by the corpus's IDF of the word,
+# both; and the sentence's pieces against the question's content words). The second stage is a conditional logit
+# over [first-stage logit, the five columns]; fitted like WEIGHTS (RETRIEVAL.md, "Re-reading close calls").
+REREAD_COLUMNS = ("logit", "all", "content", "idf", "content_idf", "sentence_to_content")
+# Fitted 2026-12-01 by `fit_weights` (L2 1.0) on squad-dev half a (2,500 questions; candidates: the best 5
+# sentences of the passages `Searcher.search` scores at k = 5, read in one run with the question); REREAD_MARGIN
+# chosen on half a from 0.5-3 (re-reads 35-38 % of the questions).
+REREAD_WEIGHTS = np.array([0.5776, -1.3917, 3.4367, 11.0321, -4.4412, -2.2478])
+REREAD_MARGIN = 1.5
+_FUNCTION_WORDS = frozenset("""a an and are as at be but by for if in into is it no not of on or such that the their
+then there these they this to was will with what which who whom whose when where why how did does do done were has
+have had been being am can could would should shall may might must its it's from about than also s he she his her
+him them we you your our i me my us""".split())
+_QUESTION_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
+
+
+@dataclass
+class QuestionPieces:
+    """The question's word pieces as the model read them, with the weights the re-reading columns give them."""
+    vectors: np.ndarray          # unit vectors, one row per word piece
+    weights: dict[str, np.ndarray]  # "all", "content", "idf", "content_idf": each sums to 1
+    content: np.ndarray          # which pieces belong to content words
+
+
+def question_pieces(question: str, vectors: np.ndarray, starts: np.ndarray, analyzer: Callable[[str], list[str]],
+                    idf: Callable[[Sequence[str]], np.ndarray]) -> QuestionPieces:
+    """Weights of the question's word pieces (`starts`: where each begins in `question`): a piece of a content
+    word (not a function word) counts for "content"; "idf" weighs each piece by the corpus's IDF of its word's
+    analysed term (0 for a word the keyword index drops). A weighting that leaves nothing falls back to all."""
+    words = [(m.start(), m.end(), m.group(0)) for m in _QUESTION_WORD.finditer(question)]
+    content = np.zeros(len(starts), dtype=bool)
+    weight = np.zeros(len(starts))
+    cache: dict[str, float] = {}
+    for n, at in enumerate(starts):
+        word = next((w for a, b, w in words if a <= at < b), None)
+        if word is None:
+            continue
+        content[n] = word.casefold() not in _FUNCTION_WORDS
+        if word not in cache:
+            terms = analyzer(word)
+            cache[word] = float(np.max(idf(terms))) if terms else 0.0
+        weight[n] = cache[word]
+    every = np.ones(len(starts))
+    raw = {"all": every, "content": content.astype(float), "idf": weight, "content_idf": weight * content}
+    out = {}
+    for name, w in raw.items():
+        w = w if w.sum() > 0 else every
+        out[name] = w / max(w.sum(), 1e-12)
+    return QuestionPieces(vectors, out, content if content.any() else np.ones(len(starts), dtype=bool))
+
+
+def reread_columns(q: QuestionPieces, sentence: np.ndarray) -> np.ndarray:
+    """The five MaxSim columns of one sentence (its word pieces' unit vectors, read alone) for the question."""
+    out = np.zeros(len(REREAD_COLUMNS) - 1)
+    if not len(sentence) or not len(q.vectors):
+        return out
+    sim = q.vectors @ sentence.T
+    best = sim.max(1)
+    for n, name in enumerate(("all", "content", "idf", "content_idf")):
+        out[n] = float(best @ q.weights[name])
+    out[4] = float(sim[q.content].max(0).mean())
+    return out
+
+
 def fit_weights(groups: Sequence[tuple[np.ndarray, np.ndarray]], l2: float = 1.0) -> np.ndarray:
     """Fit WEIGHTS by conditional logit: `groups` holds, per question, the feature matrix of its candidate
     sentences and a boolean vector of which contain a gold answer (questions with none are skipped). Features are

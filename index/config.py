@@ -54,6 +54,7 @@ class RetrievalConfig:
     candidates: int = 50                # passages each ranking contributes before fusion
     duplicate_threshold: float = 0.5    # shared word 5-grams (of the shorter passage) that make a near-duplicate
     sentence_lexical_weight: float = 0.2  # answer sentences: weight of query-word overlap beside cosine
+    reread: int = 5                     # close calls: the best N sentences read again word piece by word piece (0: off)
 
 
 @dataclass
@@ -191,6 +192,7 @@ _CHOICES = {
     ("store", "backend"): ("faiss", "milvus"),
 }
 MAX_TOP_K = 50            # passages per answer (the CLI's -k and the bot's option take the same range)
+MAX_REREAD = 16  # sentences re-read word piece by word piece in one run of the model
 MAX_CHUNK_TOKENS = 510    # no BERT-style model reads more than 512 word pieces with its two special tokens
 _DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?")
 _MILVUS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -230,6 +232,8 @@ def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
         raise ConfigError(f"config: {name} = {value!r}; expected a number of chunks, 0 or more (0: always HNSW)")
     if (section, key) == ("retrieval", "min_score") and not 0.0 <= value <= 2.0:
         raise ConfigError(f"config: {name} = {value!r}; expected 0 (calibrated per index) or a cut above 0 (up to 2)")
+    if (section, key) == ("retrieval", "reread") and not 0 <= value <= MAX_REREAD:
+        raise ConfigError(f"config: {name} = {value!r}; expected 0 (off) to {MAX_REREAD} sentences")
     if (section, key) == ("retrieval", "top_k") and value > MAX_TOP_K:
         raise ConfigError(f"config: {name} = {value!r}; expected 1 to {MAX_TOP_K}")
     if (section, key) == ("chunking", "max_tokens") and value > MAX_CHUNK_TOKENS:

@@ -207,22 +207,11 @@ class Embedder:
         A span with no token inside the model's window (a passage longer than max_seq_length) is encoded on
         its own."""
         batch = batch_size or self.cfg.batch_size
-        model = self.model
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         pooled: list[np.ndarray] = [np.zeros((0, self.dim), dtype=np.float32)] * len(texts)
         for rows in self._slices(texts, max(batch * 8, 256), progress):
             part = [str(texts[j]) for j in rows]
-            results = model.encode(part, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True,
-                                   show_progress_bar=False, output_value=None)
-            if results and "offset_mapping" not in results[0]:  # sentence-transformers: tokenize again for offsets
-                enc = self.tokenizer([t.strip() for t in part], truncation="longest_first",
-                                     max_length=self.max_seq_length, return_offsets_mapping=True,
-                                     return_special_tokens_mask=True, verbose=False)
-                for n, r in enumerate(results):
-                    m = len(enc["input_ids"][n])
-                    r["offset_mapping"] = np.asarray(enc["offset_mapping"][n])
-                    r["special_tokens_mask"] = np.asarray(enc["special_tokens_mask"][n])
-                    r["token_embeddings"] = _numpy(r["token_embeddings"])[:m]
+            results = self._token_outputs(part, batch)
             for n, j in enumerate(rows):
                 r = results[n]
                 out[j] = _numpy(r["sentence_embedding"])
@@ -236,6 +225,38 @@ class Embedder:
             for (j, k), v in zip(missing, alone):
                 pooled[j][k] = v
         return out, pooled
+
+    def _token_outputs(self, texts: list[str], batch: int) -> list[dict]:
+        """One model run over `texts`: per text its "sentence_embedding", "token_embeddings", "offset_mapping"
+        (into the stripped text) and "special_tokens_mask"."""
+        results = self.model.encode(texts, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True,
+                                    show_progress_bar=False, output_value=None)
+        if results and "offset_mapping" not in results[0]:  # sentence-transformers: tokenize again for offsets
+            enc = self.tokenizer([t.strip() for t in texts], truncation="longest_first",
+                                 max_length=self.max_seq_length, return_offsets_mapping=True,
+                                 return_special_tokens_mask=True, verbose=False)
+            for n, r in enumerate(results):
+                m = len(enc["input_ids"][n])
+                r["offset_mapping"] = np.asarray(enc["offset_mapping"][n])
+                r["special_tokens_mask"] = np.asarray(enc["special_tokens_mask"][n])
+                r["token_embeddings"] = _numpy(r["token_embeddings"])[:m]
+        return results
+
+    def word_pieces(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each text's word pieces as the model reads them, from one run over all of `texts`: their unit vectors
+        (in context, special tokens left out) and where each starts in the text."""
+        texts = [str(t) for t in texts]
+        if not texts:
+            return []
+        results = self._token_outputs(texts, len(texts))
+        out = []
+        for text, r in zip(texts, results):
+            offsets = np.asarray(r["offset_mapping"]).reshape(-1, 2)
+            real = (np.asarray(r["special_tokens_mask"]) == 0) & (offsets[:, 1] > offsets[:, 0])
+            vectors = _numpy(r["token_embeddings"]).astype(np.float32)[real]
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            out.append((vectors, offsets[real, 0] + (len(text) - len(text.lstrip()))))
+        return out
 
     def encode_query(self, text: str) -> np.ndarray:
         return self.encode([text])[0]

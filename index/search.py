@@ -294,7 +294,7 @@ class Searcher:
 
     def search(self, question: str, k: int | None = None, filters: Filters | None = None,
                mode: str | None = None, qvec: np.ndarray | None = None,
-               nearest: list[tuple[int, float]] | None = None) -> Answer:
+               nearest: list[tuple[int, float]] | None = None, reread: bool = True) -> Answer:
         """The best `k` passages for `question`, each with its answer sentence(s) highlighted; confident only
         if the evidence clears this index's confidence cut (`min_score`).
 
@@ -312,9 +312,14 @@ class Searcher:
         hits = self.rank(question, mode, max(self.cfg.candidates, 3 * k), doc_ids, qvec, nearest)
         folded: dict = {}
         passages = self._passages(hits[: 3 * k + 5], folded)  # enough to fill k after folding and merging
-        self.pick_answer_sentences(question, qvec, passages[: SCORED_PER_K * k + 2])
+        scored = passages[: SCORED_PER_K * k + 2]
+        candidates = self.pick_answer_sentences(question, qvec, scored)
         self.pick_by_cosine(qvec, passages[SCORED_PER_K * k + 2:])
         passages.sort(key=lambda p: -p.scores["answer"])  # measured: better than adding the fused score
+        first = self.reread(question, scored, candidates) if reread else None
+        if first is not None:  # a close call settled by reading word piece by word piece: its passage leads
+            passages.remove(first)
+            passages.insert(0, first)
         # fold again on the answer sentences themselves: no two sources say the same thing
         passages = collapse_duplicates(passages, self.cfg.duplicate_threshold, folded)[:k]
         for p in passages:
@@ -325,8 +330,9 @@ class Searcher:
 
     def evidence(self, question: str, qvec: np.ndarray, k: int = 3,
                  nearest: list[tuple[int, float]] | None = None) -> float:
-        """The confidence score of `question` (its vector given) over the whole index: for calibration."""
-        return self.confidence(self.search(question, k, qvec=qvec, nearest=nearest).passages)
+        """The confidence score of `question` (its vector given) over the whole index: for calibration (which
+        re-reads no close call: that changes which sentence leads, not the confidence score)."""
+        return self.confidence(self.search(question, k, qvec=qvec, nearest=nearest, reread=False).passages)
 
     def evidence_many(self, questions: Sequence[str], k: int = 3) -> list[float]:
         """`evidence` of many questions, embedded in one batch and their nearest chunks found in one search."""
@@ -483,17 +489,21 @@ class Searcher:
             out.append((spans, features, titles))
         return out
 
-    def pick_answer_sentences(self, question: str, qvec: np.ndarray, passages: list[Passage]) -> None:
+    def pick_answer_sentences(self, question: str, qvec: np.ndarray, passages: list[Passage]
+                              ) -> list[tuple[float, Passage, int, list[tuple[int, int]]]]:
         """Score every sentence of `passages` (`index.answering`) and mark in each its best sentence, and the
         runner-up when it scores nearly as well; a fragment is joined to the sentence it belongs to. Sets the
         passage's scores "answer" (the scorer's best logit) and "sentence" (its best evidence: cosine + 0.2 x
-        the share of the question's words)."""
+        the share of the question's words). Returns every sentence that could be the answer (not a title line)
+        as (logit, passage, its index, the passage's sentence spans), best first, for `reread`."""
         terms = len(set(self.snap.keyword.analyzer(question)))
+        candidates = []
         for p, (spans, features, titles) in zip(passages, self.sentence_features(question, qvec, passages)):
             if not spans:
                 p.answer_spans, p.scores["answer"], p.scores["sentence"] = [], -1e9, 0.0
                 continue
             logit = answering.score(features)
+            candidates.extend((float(logit[i]), p, i, spans) for i in range(len(spans)) if not titles[i])
             order = np.argsort(-logit, kind="stable")
             chosen = [int(order[0])]
             if (self.cfg.answer_sentences > 1 and len(order) > 1 and not titles[order[1]]
@@ -502,6 +512,46 @@ class Searcher:
             p.answer_spans = join_fragments(sorted(spans[i] for i in chosen), spans, p.text)
             p.scores["answer"] = float(logit[order[0]])
             p.scores["sentence"] = float(answering.evidence(features, self.cfg.sentence_lexical_weight, terms).max())
+        candidates.sort(key=lambda c: -c[0])
+        return candidates
+
+    def reread_features(self, question: str, top: list[tuple[float, Passage, int, list[tuple[int, int]]]]
+                        ) -> np.ndarray:
+        """`answering.REREAD_COLUMNS` of candidate sentences (from `pick_answer_sentences`), from one run of the
+        model over the question and the sentences, each read alone."""
+        texts = [p.text[slice(*spans[i])] for _, p, i, spans in top]
+        pieces = self.embedder.word_pieces([question, *texts])
+        keyword = self.snap.keyword
+        q = answering.question_pieces(question, *pieces[0], keyword.analyzer, keyword.idf)
+        return np.array([[logit, *answering.reread_columns(q, vectors)]
+                         for (logit, *_), (vectors, _) in zip(top, pieces[1:])])
+
+    def reread(self, question: str, passages: list[Passage],
+               candidates: list[tuple[float, Passage, int, list[tuple[int, int]]]]) -> Passage | None:
+        """A close call settled by reading again (`index.answering`, "re-reading close calls"): when the best two
+        candidate sentences are within REREAD_MARGIN, the best `retrieval.reread` of them and the question go
+        through the model in one run and are scored again from their word pieces (MaxSim). The winner becomes
+        its passage's highlight (with a sentence of the same passage close behind it, as in
+        `pick_answer_sentences`); returns that passage, or None when nothing was re-read or the scorer's own
+        choice stands. One run of the model over the question and up to `reread` sentences (measured in
+        RETRIEVAL.md)."""
+        n = self.cfg.reread
+        if n < 2 or len(candidates) < 2 or candidates[0][0] - candidates[1][0] >= answering.REREAD_MARGIN:
+            return None
+        top = candidates[:n]
+        z = self.reread_features(question, top) @ answering.REREAD_WEIGHTS
+        best = int(np.argmax(z))
+        if best == 0:
+            return None
+        _, p, i, spans = top[best]
+        chosen = [spans[i]]
+        if self.cfg.answer_sentences > 1:
+            close = [(z[k], top[k][2]) for k in range(len(top)) if k != best and top[k][1] is p]
+            if close and max(close)[0] >= z[best] - RUNNER_UP:
+                chosen.append(spans[max(close)[1]])
+        p.answer_spans = join_fragments(sorted(chosen), spans, p.text)
+        p.scores["reread"] = float(z[best])
+        return p
 
     def pick_by_cosine(self, qvec: np.ndarray, passages: list[Passage]) -> None:
         """The passages past the scored ones (there to fill k when folding leaves too few): each highlights its

@@ -108,6 +108,27 @@ def test_the_top_answer_names_what_the_question_asks_for(kb):
     assert "four of the seven" in answer.passages[0].answer_text
 
 
+def test_reread_columns_read_the_question_word_piece_by_word_piece():
+    """Each of the question's word pieces takes its best cosine with one of the sentence's; the columns average
+    that over all pieces, over content words only, and weighted by the corpus's IDF of each word."""
+    question = "When was the queen born?"
+    starts = np.array([0, 5, 9, 13, 19, 23])  # when / was / the / queen / born / ?
+    vectors = np.eye(6)
+    idf = {"queen": 3.0, "born": 1.0}
+    q = answering.question_pieces(question, vectors, starts, lambda w: [w.lower()] if w.lower() in idf else [],
+                                  lambda terms: np.array([idf[t] for t in terms]))
+    assert q.content.tolist() == [False, False, False, True, True, False]  # function words and "?" are not
+    assert q.weights["idf"].tolist() == [0, 0, 0, 0.75, 0.25, 0]
+    sentence = vectors[[3, 5]]  # holds "queen" and "?" only
+    cols = answering.reread_columns(q, sentence)
+    assert cols[0] == pytest.approx(2 / 6)          # all: 2 of 6 pieces found
+    assert cols[1] == pytest.approx(1 / 2)          # content: queen, not born
+    assert cols[2] == pytest.approx(0.75) and cols[3] == pytest.approx(0.75)  # by IDF: queen weighs 3 of 4
+    assert cols[4] == pytest.approx(0.5)            # the sentence's pieces against the content words: 1 and 0
+    assert not answering.reread_columns(q, np.zeros((0, 6))).any()
+    assert len(answering.REREAD_WEIGHTS) == len(answering.REREAD_COLUMNS)
+
+
 # ---------------------------------------------------------------- calibration on a corpus of its own
 
 BEES = """Beekeeping notes

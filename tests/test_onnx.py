@@ -163,6 +163,24 @@ def test_encode_passages_pools_each_sentence_from_the_same_run(backend, onnx_emb
         assert min(float((a * b).sum(axis=1).min()) for a, b in zip(pooled, other_pooled)) >= 0.95
 
 
+@pytest.mark.parametrize("backend", ["onnx-int8", "torch"])
+def test_word_pieces_are_read_in_context_with_where_each_starts(backend, onnx_embedder, torch_embedder):
+    """`word_pieces`: one run over the texts; each text's word pieces as unit vectors (special tokens left out)
+    and where each starts in the text as given (leading spaces counted); the two backends agree."""
+    e = onnx_embedder if backend == "onnx-int8" else torch_embedder
+    texts = ["  How many crimes?", TEXTS[1]]
+    got = e.word_pieces(texts)
+    vectors, starts = got[0]
+    assert starts.tolist() == [2, 6, 11, 17] and vectors.shape == (4, 384)  # how / many / crimes / ?
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert [texts[1][a] for a in got[1][1][:3]] == ["T", "f", "f"]  # The / force / failed
+    assert e.word_pieces([]) == []
+    if backend == "torch":
+        other = onnx_embedder.word_pieces(texts)
+        assert all(a[1].tolist() == b[1].tolist() for a, b in zip(got, other))
+        assert min(float((a[0] * b[0]).sum(axis=1).min()) for a, b in zip(got, other)) >= 0.95
+
+
 def test_the_export_has_no_per_score_mask_work(onnx_embedder):
     # the SDPA export checked every attention score for NaN (IsNaN, then Where): 22 % of the graph's time
     import onnx

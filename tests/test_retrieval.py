@@ -205,7 +205,7 @@ def test_the_index_calibrates_its_own_confidence_cut(kb):
 def test_calibration_finds_all_its_questions_nearest_chunks_in_one_search(kb, monkeypatch):
     """Calibrating asks hundreds of questions: their nearest chunks come from one FAISS search of them all, and
     each question's evidence is what asking it alone gives, to the last digit."""
-    from index import calibration
+    from index import answering, calibration
     searcher = kb.searcher()
     questions = calibration.bank_questions()[:40] + [q.question for q in ANSWERABLE]
     alone = [searcher.evidence(q, v) for q, v in zip(questions, kb.embedder.encode(questions))]
@@ -213,8 +213,43 @@ def test_calibration_finds_all_its_questions_nearest_chunks_in_one_search(kb, mo
     real = type(searcher.snap).dense_many
     monkeypatch.setattr(type(searcher.snap), "dense_many", lambda self, *a: searches.append(a) or real(self, *a))
     monkeypatch.setattr(type(searcher.snap), "dense", lambda *a: pytest.fail("searched one question alone"))
+    # nor does it re-read close calls (that moves a highlight, not the confidence score): no model run per question
+    monkeypatch.setattr(answering, "REREAD_MARGIN", 1e9)
+    monkeypatch.setattr(type(kb.embedder), "word_pieces", lambda *a: pytest.fail("re-read a close call"))
     assert searcher.evidence_many(questions) == alone
     assert len(searches) == 1 and len(searches[0][0]) == len(questions)
+
+
+def test_a_close_call_is_read_again_word_piece_by_word_piece(kb, monkeypatch):
+    """When the scorer's best two sentences are close, its best `retrieval.reread` sentences and the question
+    go through the model in one run and are scored again; the winner's passage leads with it highlighted. A
+    clear call, or reread = 0, runs nothing more."""
+    from index import answering
+    searcher = kb.searcher()
+    shipped = answering.REREAD_WEIGHTS
+    question = "How many crimes were going unrecorded every year?"
+    runs = []
+    real = type(kb.embedder).word_pieces
+    monkeypatch.setattr(type(kb.embedder), "word_pieces", lambda self, texts: runs.append(texts) or real(self, texts))
+    monkeypatch.setattr(answering, "REREAD_MARGIN", -1.0)  # nothing is a close call
+    plain = searcher.search(question, 3)
+    assert runs == [] and "reread" not in plain.passages[0].scores
+    monkeypatch.setattr(answering, "REREAD_MARGIN", 1e9)   # everything is
+    # a second stage that prefers the first stage's weakest of the five: the plumbing, visibly
+    monkeypatch.setattr(answering, "REREAD_WEIGHTS", np.array([-1.0, 0, 0, 0, 0, 0]))
+    answer = searcher.search(question, 3)
+    assert len(runs) == 1 and runs[0][0] == question and len(runs[0]) == 1 + searcher.cfg.reread
+    weakest = runs[0][-1]
+    assert answer.passages[0].answer_text.startswith(weakest) and "reread" in answer.passages[0].scores
+    assert answer.confident == plain.confident  # confidence does not depend on it
+    # the shipped second stage on a real close call: a sentence of the documents, its passage first
+    monkeypatch.setattr(answering, "REREAD_WEIGHTS", shipped)
+    answer = searcher.search(question, 3)
+    assert answer.passages[0].answer_text in answer.passages[0].text
+    monkeypatch.setattr(searcher.cfg, "reread", 0)
+    runs.clear()
+    searcher.search(question, 3)
+    assert runs == []
 
 
 def test_a_configured_min_score_overrides_the_calibration(kb):
