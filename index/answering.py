@@ -196,7 +196,7 @@ REREAD_MARGIN = 1.5
 _FUNCTION_WORDS = frozenset("""a an and are as at be but by for if in into is it no not of on or such that the their
 then there these they this to was will with what which who whom whose when where why how did does do done were has
 have had been being am can could would should shall may might must its it's from about than also s he she his her
-him them we you your our i me my us""".split())
+him them we you your our i me my us don't doesn't didn't isn't aren't wasn't weren't""".split())
 _QUESTION_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
 
 
@@ -221,7 +221,7 @@ def question_pieces(question: str, vectors: np.ndarray, starts: np.ndarray, anal
         word = next((w for a, b, w in words if a <= at < b), None)
         if word is None:
             continue
-        content[n] = word.casefold() not in _FUNCTION_WORDS
+        content[n] = word.casefold().replace("’", "'") not in _FUNCTION_WORDS
         if word not in cache:
             terms = analyzer(word)
             cache[word] = float(np.max(idf(terms))) if terms else 0.0

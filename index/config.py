@@ -232,8 +232,8 @@ def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
         raise ConfigError(f"config: {name} = {value!r}; expected a number of chunks, 0 or more (0: always HNSW)")
     if (section, key) == ("retrieval", "min_score") and not 0.0 <= value <= 2.0:
         raise ConfigError(f"config: {name} = {value!r}; expected 0 (calibrated per index) or a cut above 0 (up to 2)")
-    if (section, key) == ("retrieval", "reread") and not 0 <= value <= MAX_REREAD:
-        raise ConfigError(f"config: {name} = {value!r}; expected 0 (off) to {MAX_REREAD} sentences")
+    if (section, key) == ("retrieval", "reread") and not (value == 0 or 2 <= value <= MAX_REREAD):
+        raise ConfigError(f"config: {name} = {value!r}; expected 0 (off) or 2 to {MAX_REREAD} sentences")
     if (section, key) == ("retrieval", "top_k") and value > MAX_TOP_K:
         raise ConfigError(f"config: {name} = {value!r}; expected 1 to {MAX_TOP_K}")
     if (section, key) == ("chunking", "max_tokens") and value > MAX_CHUNK_TOKENS:

@@ -59,6 +59,7 @@ class Embedder:
         self._model = None
         self._tokenizer = None
         self._counter = None  # see _word_pieces
+        self._offsets = None  # see _offsets_tokenizer
         self._lock = threading.Lock()
 
     @property
@@ -232,15 +233,24 @@ class Embedder:
         results = self.model.encode(texts, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True,
                                     show_progress_bar=False, output_value=None)
         if results and "offset_mapping" not in results[0]:  # sentence-transformers: tokenize again for offsets
-            enc = self.tokenizer([t.strip() for t in texts], truncation="longest_first",
-                                 max_length=self.max_seq_length, return_offsets_mapping=True,
-                                 return_special_tokens_mask=True, verbose=False)
-            for n, r in enumerate(results):
-                m = len(enc["input_ids"][n])
-                r["offset_mapping"] = np.asarray(enc["offset_mapping"][n])
-                r["special_tokens_mask"] = np.asarray(enc["special_tokens_mask"][n])
+            # with a tokenizer of our own: sentence-transformers re-sets padding on the model's shared one at
+            # every encode, so tokenizing with that one while another thread encodes can break either
+            found = self._offsets_tokenizer().encode_batch([t.strip() for t in texts])
+            for r, e in zip(results, found):
+                m = sum(e.attention_mask)
+                r["offset_mapping"] = np.asarray(e.offsets[:m])
+                r["special_tokens_mask"] = np.asarray(e.special_tokens_mask[:m])
                 r["token_embeddings"] = _numpy(r["token_embeddings"])[:m]
         return results
+
+    def _offsets_tokenizer(self):
+        """A private copy of the model's tokenizer set up as sentence-transformers calls it (the int8 encoder's
+        `batch_tokenizer`: the same ids and offsets as transformers', tested), never reconfigured afterwards."""
+        if self._offsets is None:
+            from pathlib import Path
+            from index.onnx_encoder import batch_tokenizer
+            self._offsets = batch_tokenizer(Path(resolve_model(self.name)), self.max_seq_length)
+        return self._offsets
 
     def word_pieces(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each text's word pieces as the model reads them, from one run over all of `texts`: their unit vectors

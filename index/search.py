@@ -316,15 +316,17 @@ class Searcher:
         candidates = self.pick_answer_sentences(question, qvec, scored)
         self.pick_by_cosine(qvec, passages[SCORED_PER_K * k + 2:])
         passages.sort(key=lambda p: -p.scores["answer"])  # measured: better than adding the fused score
-        first = self.reread(question, scored, candidates) if reread else None
-        if first is not None:  # a close call settled by reading word piece by word piece: its passage leads
-            passages.remove(first)
-            passages.insert(0, first)
         # fold again on the answer sentences themselves: no two sources say the same thing
-        passages = collapse_duplicates(passages, self.cfg.duplicate_threshold, folded)[:k]
+        passages = collapse_duplicates(passages, self.cfg.duplicate_threshold, folded)
+        # confidence over the sources as the scorer ordered them, as calibration measured it
+        confident = self.confidence(passages[:k]) >= self.min_score
+        first = self.reread(question, candidates) if reread else None
+        if first is not None and any(p is first for p in passages):  # (not when folded into another source)
+            passages.remove(first)  # a close call settled by reading word piece by word piece: its passage leads
+            passages.insert(0, first)
+        passages = passages[:k]
         for p in passages:
             p.scores.pop("rank", None)
-        confident = self.confidence(passages) >= self.min_score
         return Answer(question, passages, confident, (time.perf_counter() - started) * 1000, mode=mode,
                       filters=filters.as_dict())
 
@@ -526,15 +528,15 @@ class Searcher:
         return np.array([[logit, *answering.reread_columns(q, vectors)]
                          for (logit, *_), (vectors, _) in zip(top, pieces[1:])])
 
-    def reread(self, question: str, passages: list[Passage],
-               candidates: list[tuple[float, Passage, int, list[tuple[int, int]]]]) -> Passage | None:
+    def reread(self, question: str, candidates: list[tuple[float, Passage, int, list[tuple[int, int]]]]
+               ) -> Passage | None:
         """A close call settled by reading again (`index.answering`, "re-reading close calls"): when the best two
         candidate sentences are within REREAD_MARGIN, the best `retrieval.reread` of them and the question go
         through the model in one run and are scored again from their word pieces (MaxSim). The winner becomes
-        its passage's highlight (with a sentence of the same passage close behind it, as in
-        `pick_answer_sentences`); returns that passage, or None when nothing was re-read or the scorer's own
-        choice stands. One run of the model over the question and up to `reread` sentences (measured in
-        RETRIEVAL.md)."""
+        its passage's highlight (with a re-read sentence of the same passage whose first logit is within
+        RUNNER_UP of the winner's, as in `pick_answer_sentences`); returns that passage, or None when nothing was
+        re-read or the scorer's own choice stands. One run of the model over the question and up to `reread`
+        sentences (measured in RETRIEVAL.md). The confidence score does not depend on it (`search`)."""
         n = self.cfg.reread
         if n < 2 or len(candidates) < 2 or candidates[0][0] - candidates[1][0] >= answering.REREAD_MARGIN:
             return None
@@ -543,11 +545,12 @@ class Searcher:
         best = int(np.argmax(z))
         if best == 0:
             return None
-        _, p, i, spans = top[best]
+        logit, p, i, spans = top[best]
         chosen = [spans[i]]
         if self.cfg.answer_sentences > 1:
-            close = [(z[k], top[k][2]) for k in range(len(top)) if k != best and top[k][1] is p]
-            if close and max(close)[0] >= z[best] - RUNNER_UP:
+            close = [(z[k], top[k][2]) for k in range(len(top))
+                     if k != best and top[k][1] is p and top[k][0] >= logit - RUNNER_UP]
+            if close:
                 chosen.append(spans[max(close)[1]])
         p.answer_spans = join_fragments(sorted(chosen), spans, p.text)
         p.scores["reread"] = float(z[best])

@@ -37,8 +37,8 @@ def test_environment_overrides(tmp_path):
     ("[vectors]\nef_search = -1\n", "vectors.ef_search = -1; expected 0 (by the index's size) or a search depth"),
     ("[paths\n", "not valid TOML"),
     ("[retrieval]\ntop_k = 51\n", "retrieval.top_k = 51; expected 1 to 50"),
-    ("[retrieval]\nreread = 17\n", "retrieval.reread = 17; expected 0 (off) to 16 sentences"),
-    ("[retrieval]\nreread = -1\n", "retrieval.reread = -1; expected 0 (off) to 16 sentences"),
+    ("[retrieval]\nreread = 17\n", "retrieval.reread = 17; expected 0 (off) or 2 to 16 sentences"),
+    ("[retrieval]\nreread = 1\n", "retrieval.reread = 1; expected 0 (off) or 2 to 16 sentences"),
     ("[chunking]\nmax_tokens = 600\n", "chunking.max_tokens = 600; expected 1 to 510 (and at most what the model "
                                        "reads: 254 for all-MiniLM-L6-v2)"),
     ("[embedding]\nmodel = ''\n", "embedding.model = ''; expected a model name (e.g. all-MiniLM-L6-v2) or a "
