@@ -181,7 +181,7 @@ def evidence(features: np.ndarray, lexical_weight: float = LEXICAL_WEIGHT, terms
 
 # ---------------------------------------------------------------- re-reading close calls word piece by word piece
 
-# When the scorer's best two sentences are within REREAD_MARGIN of each other, its best REREAD sentences (over all
+# When the scorer's best two sentences are within REREAD_MARGIN of each other, its best `retrieval.reread` (over all
 # the scored passages) and the question go through the model in one run, and each sentence is scored again from
 # MaxSim: every word piece of the question takes its best cosine with one of the sentence's word pieces, and these
 # are averaged (REREAD_COLUMNS: over all pieces, over content words, weighted by the corpus's IDF of the word,
