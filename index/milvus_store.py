@@ -718,19 +718,19 @@ class MilvusSnapshot(Snapshot):
     def dense(self, qvec: np.ndarray, k: int, doc_ids: Sequence[int] | None = None) -> list[tuple[int, float]]:
         """Milvus's own vector search; the document and date filters arrive as the documents they admit and
         are applied by Milvus as the filter expression `doc_id in [...]`."""
-        k = min(k, self.size, 16384)
-        if k <= 0 or (doc_ids is not None and not len(doc_ids)):
+        if doc_ids is not None and not len(doc_ids):
             return []
         kwargs = {"filter": f"doc_id in {_in(doc_ids)}"} if doc_ids is not None else {}
-        hits = self.client.search(self.collection, data=[np.asarray(qvec, dtype=np.float32).tolist()], limit=k,
-                                  output_fields=[], search_params=self._search_params, **kwargs)
-        return [(int(h["id"]), float(h["distance"])) for h in hits[0]]
+        return self._search(np.asarray(qvec, dtype=np.float32).reshape(1, -1), k, **kwargs)[0]
 
     def dense_many(self, qvecs: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
         """`dense` for many question vectors in one Milvus search (no filter)."""
+        return self._search(np.asarray(qvecs, dtype=np.float32), k)
+
+    def _search(self, vectors: np.ndarray, k: int, **kwargs) -> list[list[tuple[int, float]]]:
         k = min(k, self.size, 16384)
-        if k <= 0 or not len(qvecs):
-            return [[] for _ in qvecs]
-        hits = self.client.search(self.collection, data=np.asarray(qvecs, dtype=np.float32).tolist(), limit=k,
-                                  output_fields=[], search_params=self._search_params)
+        if k <= 0 or not len(vectors):
+            return [[] for _ in vectors]
+        hits = self.client.search(self.collection, data=vectors.tolist(), limit=k, output_fields=[],
+                                  search_params=self._search_params, **kwargs)
         return [[(int(h["id"]), float(h["distance"])) for h in row] for row in hits]

@@ -341,9 +341,7 @@ class Searcher:
         if not questions:
             return []
         vectors = self.embedder.encode(list(questions))
-        many = getattr(self.snap, "dense_many", None)
-        depth = max(self.cfg.candidates, 3 * k)
-        nearest = many(vectors, depth) if many is not None else [None] * len(questions)
+        nearest = self.snap.dense_many(vectors, max(self.cfg.candidates, 3 * k))
         return [self.evidence(q, v, k, found) for q, v, found in zip(questions, vectors, nearest)]
 
     @staticmethod
