@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import threading
 from typing import Callable, Sequence
 
@@ -50,6 +52,70 @@ def pool_spans(tokens: np.ndarray, offsets: np.ndarray, special: np.ndarray, spa
     return out
 
 
+# A BERT pre-token of ASCII text: a run of letters and digits, or one punctuation character (every printable
+# ASCII character that is not a letter, a digit or a space is punctuation to BERT). The normalizer first
+# deletes control characters (tab, newline and carriage return are spaces), joining what stood either side.
+_ASCII_WORD = re.compile(r"[A-Za-z0-9]+|[!-/:-@\[-`{-~]")
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
+MEMO_WORDS = 1 << 20  # distinct words remembered at most (about 100 MB), then forgotten and remembered afresh
+
+
+class WordPieceCounter:
+    """Word pieces of texts for a BERT-style tokenizer (BertNormalizer, BertPreTokenizer, WordPiece), the
+    same count as the tokenizer's, about 3x quicker on English text (measured on SciFact: 2.38 -> 0.75 s
+    for 49,795 sentences, one core; PERFORMANCE.md, "Build speed").
+
+    WordPiece splits each pre-token alone, so a text's count is the sum of its words' counts: an ASCII text
+    is cut into BERT's pre-tokens with a regular expression and each distinct word is counted once, by the
+    tokenizer itself, and remembered. Other text (accents to strip, CJK to split) and any text holding an
+    added token ("[CLS]", which the tokenizer reads as one piece) go to the tokenizer whole."""
+
+    def __init__(self, tokenizer, lowercase: bool, added: Sequence[str]):
+        self.tokenizer = tokenizer  # truncation and padding off
+        self.lowercase = lowercase
+        self.added = tuple(a.lower() for a in added if a)
+        self.memo: dict[str, int] = {}
+
+    @classmethod
+    def of(cls, tokenizer) -> "WordPieceCounter | None":
+        """The counter for `tokenizer` (a `tokenizers.Tokenizer`), or None when it is not BERT-style."""
+        try:
+            spec = json.loads(tokenizer.to_str())
+        except Exception:
+            return None
+        norm, pre, model = spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}, spec.get("model") or {}
+        if (norm.get("type") != "BertNormalizer" or not norm.get("clean_text", True)
+                or pre.get("type") != "BertPreTokenizer" or model.get("type") != "WordPiece"):
+            return None
+        return cls(tokenizer, bool(norm.get("lowercase", True)),
+                   [t.get("content", "") for t in spec.get("added_tokens") or []])
+
+    def _pieces(self, texts: list[str]) -> list[int]:
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        return [len(e.ids) for e in encode(texts, add_special_tokens=False)]
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        memo = self.memo
+        if len(memo) > MEMO_WORDS:
+            memo.clear()
+        out: list[int] = [0] * len(texts)
+        whole: list[int] = []
+        for i, text in enumerate(texts):
+            lowered = text.lower() if self.lowercase else text
+            if not text.isascii() or (self.added and any(a in lowered for a in self.added)):
+                whole.append(i)
+                continue
+            words = _ASCII_WORD.findall(_ASCII_CONTROL.sub("", lowered))
+            new = [w for w in dict.fromkeys(words) if w not in memo]
+            if new:
+                memo.update(zip(new, self._pieces(new)))
+            out[i] = sum(map(memo.__getitem__, words))
+        if whole:
+            for i, n in zip(whole, self._pieces([texts[i] for i in whole])):
+                out[i] = n
+        return out
+
+
 class Embedder:
     """A sentence-transformers model behind a lock: `encode` texts to unit vectors, `count` word pieces."""
 
@@ -59,6 +125,7 @@ class Embedder:
         self._model = None
         self._tokenizer = None
         self._counter = None  # see _word_pieces
+        self._fast_count = None  # see count
         self._offsets = None  # see _offsets_tokenizer
         self._lock = threading.Lock()
 
@@ -165,6 +232,10 @@ class Embedder:
             return []
         counter = self._word_pieces
         if counter is not None:  # measured 20 % quicker than the tokenizer's __call__ (PERFORMANCE.md, "Where the time goes")
+            if self._fast_count is None:
+                self._fast_count = WordPieceCounter.of(counter) or False
+            if self._fast_count:  # a BERT-style tokenizer: word by word, remembered
+                return self._fast_count.count(texts)
             encode = getattr(counter, "encode_batch_fast", counter.encode_batch)  # fast: no offsets (tokenizers 0.21+)
             return [len(e.ids) for e in encode(list(texts), add_special_tokens=False)]
         encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=False,

@@ -135,6 +135,37 @@ def test_word_pieces_are_counted_in_full_even_after_the_model_truncated(embedder
     assert counted == [len(ids) for ids in plain] and counted[0] > 600 and counted[2] == 0
 
 
+def _tokenizer_counts(embedder, texts):
+    return [len(e.ids) for e in embedder._word_pieces.encode_batch(list(texts), add_special_tokens=False)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.characters(max_codepoint=127), st.sampled_from(
+    ["[CLS]", "[mask]", "Ünïcödé", "中文", "\u00a0", "a" * 105, "21,200", "don't", "e.g.", "\x0b", "\x7f"])),
+    max_size=80).map("".join))
+def test_word_pieces_counted_word_by_word_are_the_tokenizers_count(embedder, text):
+    from index.embedding import WordPieceCounter
+    counter = WordPieceCounter.of(embedder._word_pieces)
+    assert counter is not None  # all-MiniLM-L6-v2's tokenizer is BERT-style
+    texts = [text, text.upper(), f"x{text}y"]
+    assert counter.count(texts) == _tokenizer_counts(embedder, texts)
+
+
+def test_word_pieces_of_every_sentence_of_the_docs_are_the_tokenizers_count(embedder):
+    docs, _ = load_documents(DOCS)
+    sentences = [d.text[s:e] for d in docs for s, e in split_sentences(d.text)]
+    assert embedder.count(sentences) == _tokenizer_counts(embedder, sentences) and len(sentences) > 100
+    assert embedder._fast_count  # counted word by word, not by the tokenizer
+
+
+def test_a_tokenizer_that_is_not_bert_style_is_counted_by_the_tokenizer_itself():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from index.embedding import WordPieceCounter
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel()
+    assert WordPieceCounter.of(bpe) is None
+
+
 def test_a_damaged_tokenizer_file_is_a_clear_error(tmp_path):
     from index.config import EmbeddingConfig
     from index.embedding import Embedder, EmbeddingError, resolve_model
