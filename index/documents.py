@@ -475,7 +475,9 @@ _DATE_PREFIX = re.compile(r"^\s*date\s+(\d{4}-\d{1,2}-\d{1,2})\s+", re.I)
 
 def _norm(line: str) -> str:
     """A line's identity for repeat detection: case, spacing and trailing punctuation ignored."""
-    return re.sub(r"[\s.!?…:;,]+$", "", re.sub(r"\s+", " ", line).strip().casefold())
+    # the same as re.sub(r"[\s.!?…:;,]+$", "", re.sub(r"\s+", " ", line).strip().casefold()) (after the join
+    # a space is the only whitespace left), without regular expressions: 0.37 s of cleaning SciFact
+    return " ".join(line.split()).casefold().rstrip(" .!?…:;,")
 
 
 def _undouble(line: str) -> str:

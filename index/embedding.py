@@ -106,10 +106,12 @@ class WordPieceCounter:
                 whole.append(i)
                 continue
             words = _ASCII_WORD.findall(_ASCII_CONTROL.sub("", lowered))
-            new = [w for w in dict.fromkeys(words) if w not in memo]
-            if new:
+            try:
+                out[i] = sum(map(memo.__getitem__, words))
+            except KeyError:  # words not met before: counted by the tokenizer, each once
+                new = [w for w in dict.fromkeys(words) if w not in memo]
                 memo.update(zip(new, self._pieces(new)))
-            out[i] = sum(map(memo.__getitem__, words))
+                out[i] = sum(map(memo.__getitem__, words))
         if whole:
             for i, n in zip(whole, self._pieces([texts[i] for i in whole])):
                 out[i] = n

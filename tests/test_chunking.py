@@ -58,11 +58,13 @@ def test_seed_documents_with_the_model_tokenizer(embedder):
 
 
 def test_sentences_are_not_split_unless_too_long(embedder):
-    text = "The force records 76 per cent of crimes. " * 3 + "Mr. Matthews said it was good. Dr. Who agreed."
+    text = ("The force records 76 per cent of crimes. " * 3 + "Mr. Matthews said it was good. Dr. Who agreed. "
+            "It was signed off at the end of the long process by the Cllr. Brown of the city.")
     spans = split_sentences(text)
     sentences = [text[s:e] for s, e in spans]
     assert sentences[:3] == ["The force records 76 per cent of crimes."] * 3
-    assert not any(x.endswith(("Mr.", "Dr.")) for x in sentences)  # no break after a title
+    assert not any(x.endswith(("Mr.", "Dr.", "Cllr.")) for x in sentences)  # no break after a title
+    assert sentences[-1].startswith("It was signed")  # (blingfire breaks after "Cllr.", late in a long piece)
     assert "".join(sentences).replace(" ", "") == text.replace(" ", "")
     long = " ".join(["word"] * 900) + "."
     doc = make_doc("Short first sentence. " + long)

@@ -427,3 +427,20 @@ def test_locations_are_found_by_binary_search_exactly_as_by_a_scan():
         lines = [x.line for x in inside]
         expected = f"line {lines[0]}" if len(lines) == 1 else f"lines {lines[0]}–{lines[-1]}"
         assert d.location(a, b).endswith(expected)
+
+
+def test_a_lines_identity_for_repeats_ignores_case_spacing_and_trailing_punctuation():
+    import re
+    from hypothesis import given, settings, strategies as st
+    from index.documents import _norm
+
+    def by_regex(line):  # the definition; _norm reaches it without regular expressions
+        return re.sub(r"[\s.!?…:;,]+$", "", re.sub(r"\s+", " ", line).strip().casefold())
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(st.one_of(st.characters(), st.sampled_from(
+        [" ", "\t", "\n", "\u00a0", "\u2003", "\x1c", ".", "…", ";", "ß", "İ", "Σ", "Headline"])), max_size=30).map("".join))
+    def same(line):
+        assert _norm(line) == by_regex(line)
+    same()
+    assert _norm("  Police  Report:. ") == _norm("police report") == "police report"
