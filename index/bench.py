@@ -93,7 +93,8 @@ def dir_bytes(path: Path) -> int:
 
 
 class TimedEmbedder:
-    """An embedder that adds up the time spent in `encode` and `count` (the build's use of the model)."""
+    """An embedder that adds up the time spent in `encode` and `count` (the build's use of the model); `count`
+    in this process only (a large corpus is counted by the chunking workers: `index.build.chunk_workers`)."""
 
     def __init__(self, inner):
         self.inner = inner

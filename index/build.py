@@ -11,16 +11,17 @@ import math
 import os
 import shutil
 import sqlite3
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
-from index.chunking import chunk_document, split_sentences
+from index.chunking import Chunk, chunk_document, split_sentences
 from index.config import Config
-from index.documents import DocumentStream, LoadError
+from index.documents import Document, DocumentStream, LoadError
 from index.embedding import Embedder
 from index.backends import open_root
 from index.store import (CALIBRATION_FILE, SENTENCE_DTYPE, BuildWriter, IndexMismatch, IndexMissing, IndexRoot,
@@ -157,6 +158,82 @@ def make_faiss_index(vectors: np.ndarray, dim: int, cfg=None):
     return index, kind
 
 
+# Cleaning and chunking go to worker processes (one per core, or `embedding.threads` of them when set; at most
+# CHUNK_WORKERS_MAX) when a corpus has at least CHUNK_IN_WORKERS_CHARS characters: below that the build's own
+# process is done about as soon. Files go to them CHUNK_BATCH_CHARS at a time, at most two batches a worker in
+# flight, so memory stays flat. Measured in PERFORMANCE.md ("Build speed").
+CHUNK_IN_WORKERS_CHARS = 1_000_000
+CHUNK_WORKERS_MAX = 8
+CHUNK_BATCH_CHARS = 250_000
+
+
+def chunk_workers(cfg: Config, embedder, documents: DocumentStream) -> int:
+    """How many processes clean and chunk this corpus: 1 (this one) for a small corpus, one core, or an
+    embedder whose word-piece counting a worker cannot repeat from the configuration (one that is not, or
+    does not wrap, an `Embedder` of `cfg.embedding`)."""
+    import multiprocessing
+    cores = os.cpu_count() or 1
+    if multiprocessing.get_start_method(allow_none=True) not in (None, "fork") or not hasattr(os, "fork") \
+            or sys.platform != "linux":
+        return 1
+    counts_as_configured = getattr(embedder, "cfg", None) == cfg.embedding and callable(getattr(embedder, "count", None))
+    cores = min(cores, cfg.embedding.threads) if cfg.embedding.threads > 0 else cores  # the CPUs it may take
+    if cores < 2 or documents.chars < CHUNK_IN_WORKERS_CHARS or len(documents) < 2 or not counts_as_configured:
+        return 1
+    return min(cores, CHUNK_WORKERS_MAX)
+
+
+def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int
+                      ) -> Iterator[tuple[Document | None, list[Chunk], int]]:
+    """`index.chunking.clean_and_chunk` over the spooled files in `workers` processes, in file order: (Document,
+    chunks, characters read) per file, or (None, [], characters read) for a file that cleaning left empty (its
+    warning added to the stream's, as the stream itself does)."""
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from index import chunking
+
+    def batches() -> Iterator[list[tuple]]:
+        batch, size = [], 0
+        for record in documents.records():
+            batch.append(record)
+            size += sum(len(line.text) + 1 for line in record[2])
+            if size >= CHUNK_BATCH_CHARS:
+                yield batch
+                batch, size = [], 0
+        if batch:
+            yield batch
+
+    # forked: spawned processes would import the caller's main module again (a script without a __main__ guard
+    # would build again in each). The workers run only the cleaning and chunking code and a tokenizer of their
+    # own, so no lock another thread of this process holds (the encoder's, the bot's) is taken in them; fork
+    # is only used where it is the platform's default (Linux: `chunk_workers`)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                             initializer=chunking.start_worker,
+                             initargs=(cfg.embedding, documents.common, cfg.chunking.max_tokens,
+                                       cfg.chunking.overlap_sentences)) as pool:
+        todo, pending = batches(), deque()
+        try:
+            for batch in todo:
+                pending.append(pool.submit(chunking.clean_and_chunk, batch))
+                if len(pending) >= 2 * workers:
+                    break
+            while pending:
+                results = pending.popleft().result()
+                for batch in todo:  # keep the workers fed while this batch is written
+                    pending.append(pool.submit(chunking.clean_and_chunk, batch))
+                    break
+                for rel, document, chunks, raw in results:
+                    if document is None:
+                        documents.warnings.append(f"{rel}: {chunks}; skipped")
+                        yield None, [], raw
+                    else:
+                        yield document, chunks, raw
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress: Progress | None = None,
                 hooks: dict[str, Callable[[], None]] | None = None) -> BuildReport:
     """Build the index of cfg.docs_dir into a new directory and publish it; reuse vectors unless `rebuild`.
@@ -242,7 +319,27 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
             progress("chunking", min(int(position), n_chars), n_chars)
         progress("chunking", 0, n_chars)
         documents.on_clean = lambda share: at(done_chars + CLEAN_SHARE * documents.current_chars * share)
-        for doc_id, document in enumerate(documents):
+
+        def chunked() -> Iterator[tuple[Document, list[Chunk], int]]:
+            """Each document cleaned and chunked, with the characters read for it: in worker processes when
+            the corpus is large enough to repay them (`chunk_workers`), else here, with progress inside files."""
+            nonlocal done_chars
+            workers = chunk_workers(cfg, embedder, documents)
+            if workers > 1:
+                for document, chunks, raw in _chunk_in_workers(cfg, documents, workers):
+                    if document is None:  # skipped: its characters still count towards the bar
+                        done_chars += raw
+                        continue
+                    yield document, chunks, raw
+                return
+            for document in documents:
+                raw, length = documents.current_chars, max(len(document.text), 1)
+                yield document, chunk_document(
+                    document, embedder, cfg.chunking.max_tokens, cfg.chunking.overlap_sentences,
+                    progress=lambda offset: at(done_chars + raw * (CLEAN_SHARE + (1 - CLEAN_SHARE) * offset / length))
+                ), raw
+
+        for doc_id, (document, chunks, raw) in enumerate(chunked()):
             seen.add(document.doc)
             before = old_docs.get(document.doc)
             if before is None:
@@ -251,10 +348,6 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
                 report.changed.append(document.doc)
             else:
                 report.unchanged.append(document.doc)
-            raw, length = documents.current_chars, max(len(document.text), 1)
-            chunks = chunk_document(document, embedder, cfg.chunking.max_tokens, cfg.chunking.overlap_sentences,
-                                    progress=lambda offset: at(done_chars + raw * (CLEAN_SHARE + (1 - CLEAN_SHARE)
-                                                                                   * offset / length)))
             chunk_hashes = [c.hash for c in chunks]
             writer.documents([{
                 "id": doc_id, "doc": document.doc, "kind": document.kind, "title": document.title,

@@ -198,3 +198,35 @@ def chunk_document(document: Document, counter: TokenCounter, max_tokens: int = 
             nxt -= 1
         i = nxt
     return chunks
+
+
+# ---------------------------------------------------------------- cleaning and chunking in worker processes
+
+_worker: dict = {}
+
+
+def start_worker(embedding_cfg, common: frozenset[str], max_tokens: int, overlap: int) -> None:
+    """A chunking process's setup (`ProcessPoolExecutor` initializer): its own word-piece counter, made from
+    the configuration as the build's own is (it reads only the model's tokenizer), and the build's settings."""
+    import signal
+    from index.embedding import Embedder
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the build's to handle: it stops the workers
+    _worker.update(counter=Embedder(embedding_cfg), common=common, max_tokens=max_tokens, overlap=overlap)
+
+
+def clean_and_chunk(records: list[tuple]) -> list[tuple]:
+    """In a chunking process: each spooled file (`DocumentStream.records`) cleaned into its Document and
+    chunked, as the build does it in its own process. Per record (name, Document, chunks, characters read), or
+    (name, None, why it was skipped, characters read)."""
+    from index.documents import LoadError, make_document
+    out = []
+    for rel, path, lines, meta in records:
+        raw = sum(len(line.text) + 1 for line in lines)
+        try:
+            document = make_document(rel, path, lines, meta, _worker["common"])
+        except LoadError as exc:
+            out.append((rel, None, str(exc), raw))
+            continue
+        out.append((rel, document, chunk_document(document, _worker["counter"], _worker["max_tokens"],
+                                                  _worker["overlap"]), raw))
+    return out

@@ -797,10 +797,15 @@ class DocumentStream:
     def __len__(self) -> int:
         return self._count
 
-    def __iter__(self) -> Iterator[Document]:
+    def records(self) -> Iterator[tuple[str, Path, list[RawLine], dict]]:
+        """The files as read and spooled, in order, not yet cleaned: (name, path, lines, metadata) each, for
+        `make_document` (in another process: `index.chunking.clean_and_chunk`)."""
         self._spool.seek(0)
         for _ in range(self._count):
-            rel, path, lines, meta = pickle.load(self._spool)
+            yield pickle.load(self._spool)
+
+    def __iter__(self) -> Iterator[Document]:
+        for rel, path, lines, meta in self.records():
             self.current_chars = sum(len(line.text) + 1 for line in lines)
             try:
                 yield make_document(rel, path, lines, meta, self.common, self.on_clean)

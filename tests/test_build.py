@@ -288,3 +288,39 @@ def test_progress_moves_within_one_large_file(tmp_path, embedder, monkeypatch):
     assert seen[-1][0] == total and total > 1000 and inside == sorted(inside)  # never backwards
     cleaning = [done for done in inside if done <= 0.4 * total]
     assert len(set(cleaning)) >= 5 and len(set(inside) - set(cleaning)) >= 5  # both steps of one file move
+
+
+def test_a_large_corpus_is_cleaned_and_chunked_in_worker_processes_with_the_same_result(docs_copy, tmp_path,
+                                                                                        embedder, monkeypatch):
+    import sqlite3
+    from index import build
+    from index.documents import DocumentStream
+    (docs_copy / "only-an-advert.txt").write_text("Advertisement\n")  # cleaning leaves nothing: skipped
+
+    def rows(kb):
+        snap = build.open_snapshot(kb.cfg)
+        try:
+            con = sqlite3.connect(snap.path / "index.sqlite")
+            return [con.execute(f"SELECT * FROM {table} ORDER BY id").fetchall() for table in ("documents", "chunks")]
+        finally:
+            snap.close()
+
+    here = new_kb(docs_copy, tmp_path / "here", embedder)
+    alone = here.build()
+    with DocumentStream(docs_copy) as stream:  # docs/ is small: chunked in the build's own process
+        assert build.chunk_workers(here.cfg, embedder, stream) == 1
+        monkeypatch.setattr(build, "CHUNK_IN_WORKERS_CHARS", 0)
+        monkeypatch.setattr(build.os, "cpu_count", lambda: 2)
+        assert build.chunk_workers(here.cfg, embedder, stream) == 2
+        assert build.chunk_workers(here.cfg, object(), stream) == 1  # counting a worker could not repeat
+
+    monkeypatch.setattr(build, "CHUNK_BATCH_CHARS", 3000)  # several batches, some in flight while others are written
+    used = []
+    real = build._chunk_in_workers
+    monkeypatch.setattr(build, "_chunk_in_workers", lambda *a: (used.append(a[2]), real(*a))[1])
+    there = new_kb(docs_copy, tmp_path / "there", embedder)
+    shared = there.build()
+    assert used == [2]
+    assert rows(there) == rows(here) and len(rows(there)[1]) == shared.chunks == alone.chunks
+    assert shared.skipped == alone.skipped and any(w.startswith("only-an-advert.txt:") for w in shared.skipped)
+    assert shared.added == alone.added and "only-an-advert.txt" not in shared.added
