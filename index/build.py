@@ -168,16 +168,16 @@ CHUNK_BATCH_CHARS = 250_000
 
 
 def chunk_workers(cfg: Config, embedder, documents: DocumentStream) -> int:
-    """How many processes clean and chunk this corpus: 1 (this one) for a small corpus, one core, or an
+    """How many processes clean and chunk this corpus: 1 (this one) for a small corpus, on one core, outside
+    Linux (the workers are forked), where the program chose another way to start processes, or with an
     embedder whose word-piece counting a worker cannot repeat from the configuration (one that is not, or
     does not wrap, an `Embedder` of `cfg.embedding`)."""
     import multiprocessing
-    cores = os.cpu_count() or 1
-    if multiprocessing.get_start_method(allow_none=True) not in (None, "fork") or not hasattr(os, "fork") \
-            or sys.platform != "linux":
+    if sys.platform != "linux" or multiprocessing.get_start_method(allow_none=True) not in (None, "fork"):
         return 1
-    counts_as_configured = getattr(embedder, "cfg", None) == cfg.embedding and callable(getattr(embedder, "count", None))
+    cores = os.cpu_count() or 1
     cores = min(cores, cfg.embedding.threads) if cfg.embedding.threads > 0 else cores  # the CPUs it may take
+    counts_as_configured = getattr(embedder, "cfg", None) == cfg.embedding and callable(getattr(embedder, "count", None))
     if cores < 2 or documents.chars < CHUNK_IN_WORKERS_CHARS or len(documents) < 2 or not counts_as_configured:
         return 1
     return min(cores, CHUNK_WORKERS_MAX)
@@ -207,7 +207,7 @@ def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int
     # forked: spawned processes would import the caller's main module again (a script without a __main__ guard
     # would build again in each). The workers run only the cleaning and chunking code and a tokenizer of their
     # own, so no lock another thread of this process holds (the encoder's, the bot's) is taken in them; fork
-    # is only used where it is the platform's default (Linux: `chunk_workers`)
+    # is used only on Linux, where it is the default (`chunk_workers`)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                              initializer=chunking.start_worker,
                              initargs=(cfg.embedding, documents.common, cfg.chunking.max_tokens,
