@@ -175,8 +175,8 @@ def chunk_workers(cfg: Config, embedder, documents: DocumentStream) -> int:
     import multiprocessing
     if sys.platform != "linux" or multiprocessing.get_start_method(allow_none=True) not in (None, "fork"):
         return 1
-    cores = os.cpu_count() or 1
-    cores = min(cores, cfg.embedding.threads) if cfg.embedding.threads > 0 else cores  # the CPUs it may take
+    cores = len(os.sched_getaffinity(0)) or 1  # the CPUs this process may run on (a container's, not the host's)
+    cores = min(cores, cfg.embedding.threads) if cfg.embedding.threads > 0 else cores
     counts_as_configured = getattr(embedder, "cfg", None) == cfg.embedding and callable(getattr(embedder, "count", None))
     if cores < 2 or documents.chars < CHUNK_IN_WORKERS_CHARS or len(documents) < 2 or not counts_as_configured:
         return 1

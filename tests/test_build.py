@@ -310,7 +310,7 @@ def test_a_large_corpus_is_cleaned_and_chunked_in_worker_processes_with_the_same
     with DocumentStream(docs_copy) as stream:  # docs/ is small: chunked in the build's own process
         assert build.chunk_workers(here.cfg, embedder, stream) == 1
         monkeypatch.setattr(build, "CHUNK_IN_WORKERS_CHARS", 0)
-        monkeypatch.setattr(build.os, "cpu_count", lambda: 2)
+        monkeypatch.setattr(build.os, "sched_getaffinity", lambda pid: {0, 1})
         assert build.chunk_workers(here.cfg, embedder, stream) == 2
         assert build.chunk_workers(here.cfg, object(), stream) == 1  # counting a worker could not repeat
 
