@@ -101,11 +101,14 @@ class WordPieceCounter:
         out: list[int] = [0] * len(texts)
         whole: list[int] = []
         for i, text in enumerate(texts):
-            lowered = text.lower() if self.lowercase else text
-            if not text.isascii() or (self.added and any(a in lowered for a in self.added)):
+            if not text.isascii():
                 whole.append(i)
                 continue
-            words = _ASCII_WORD.findall(_ASCII_CONTROL.sub("", lowered))
+            lowered = text.lower()
+            if self.added and any(a in lowered for a in self.added):
+                whole.append(i)
+                continue
+            words = _ASCII_WORD.findall(_ASCII_CONTROL.sub("", lowered if self.lowercase else text))
             try:
                 out[i] = sum(map(memo.__getitem__, words))
             except KeyError:  # words not met before: counted by the tokenizer, each once

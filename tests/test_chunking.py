@@ -160,6 +160,21 @@ def test_word_pieces_of_every_sentence_of_the_docs_are_the_tokenizers_count(embe
     assert embedder._fast_count  # counted word by word, not by the tokenizer
 
 
+def test_word_pieces_of_a_cased_bert_tokenizer_are_its_count(embedder):
+    import json
+    from tokenizers import Tokenizer
+    from index.embedding import WordPieceCounter
+    spec = json.loads(embedder._word_pieces.to_str())
+    spec["normalizer"]["lowercase"] = False  # a cased model's tokenizer: the same vocabulary, case kept
+    cased = Tokenizer.from_str(json.dumps(spec))
+    cased.no_truncation()
+    cased.no_padding()
+    counter = WordPieceCounter.of(cased)
+    texts = ["Hello [CLS] World", "The Police Report.", "HMICFRS inspected LEICESTERSHIRE", "x[MASK]y", "a\x07B"]
+    assert counter is not None and not counter.lowercase
+    assert counter.count(texts) == [len(e.ids) for e in cased.encode_batch(texts, add_special_tokens=False)]
+
+
 def test_a_tokenizer_that_is_not_bert_style_is_counted_by_the_tokenizer_itself():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from index.embedding import WordPieceCounter
