@@ -21,7 +21,7 @@ import numpy as np
 
 from index.chunking import Chunk, chunk_document, split_sentences
 from index.config import Config
-from index.documents import Document, DocumentStream, LoadError
+from index.documents import Document, DocumentStream, LoadError, chars_read
 from index.embedding import Embedder
 from index.backends import open_root
 from index.store import (CALIBRATION_FILE, SENTENCE_DTYPE, BuildWriter, IndexMismatch, IndexMissing, IndexRoot,
@@ -177,8 +177,8 @@ def chunk_workers(cfg: Config, embedder, documents: DocumentStream) -> int:
         return 1
     cores = len(os.sched_getaffinity(0)) or 1  # the CPUs this process may run on (a container's, not the host's)
     cores = min(cores, cfg.embedding.threads) if cfg.embedding.threads > 0 else cores
-    counts_as_configured = getattr(embedder, "cfg", None) == cfg.embedding and callable(getattr(embedder, "count", None))
-    if cores < 2 or documents.chars < CHUNK_IN_WORKERS_CHARS or len(documents) < 2 or not counts_as_configured:
+    if (cores < 2 or documents.chars < CHUNK_IN_WORKERS_CHARS or len(documents) < 2
+            or getattr(embedder, "cfg", None) != cfg.embedding):
         return 1
     return min(cores, CHUNK_WORKERS_MAX)
 
@@ -197,7 +197,7 @@ def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int
         batch, size = [], 0
         for record in documents.records():
             batch.append(record)
-            size += sum(len(line.text) + 1 for line in record[2])
+            size += chars_read(record[2])
             if size >= CHUNK_BATCH_CHARS:
                 yield batch
                 batch, size = [], 0

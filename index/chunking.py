@@ -218,10 +218,10 @@ def clean_and_chunk(records: list[tuple]) -> list[tuple]:
     """In a chunking process: each spooled file (`DocumentStream.records`) cleaned into its Document and
     chunked, as the build does it in its own process. Per record (name, Document, chunks, characters read), or
     (name, None, why it was skipped, characters read)."""
-    from index.documents import LoadError, make_document
+    from index.documents import LoadError, chars_read, make_document
     out = []
     for rel, path, lines, meta in records:
-        raw = sum(len(line.text) + 1 for line in lines)
+        raw = chars_read(lines)
         try:
             document = make_document(rel, path, lines, meta, _worker["common"])
         except LoadError as exc:

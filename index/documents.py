@@ -752,6 +752,11 @@ def scan(docs_dir: Path, exclude: Iterable[Path] = ()) -> tuple[list[Path], list
     return files, warnings
 
 
+def chars_read(lines: list[RawLine]) -> int:
+    """The characters of a file's lines as read (each with its line break): the chunking progress bar's unit."""
+    return sum(len(line.text) + 1 for line in lines)
+
+
 class DocumentStream:
     """The documents of a folder, cleaned one at a time as they are iterated (once).
 
@@ -789,7 +794,7 @@ class DocumentStream:
                 self.warnings.append(f"{rel}: {exc}; skipped")
                 continue
             self.warnings.extend(f"{rel}: {w}" for w in meta.pop("_warnings", ()))
-            self.chars += sum(len(line.text) + 1 for line in lines)
+            self.chars += chars_read(lines)
             pickle.dump((rel, path, lines, meta), self._spool, protocol=pickle.HIGHEST_PROTOCOL)
             self._count += 1
             yield {_norm(line.text) for line in lines if line.text.strip() and short(line.text)}
@@ -806,7 +811,7 @@ class DocumentStream:
 
     def __iter__(self) -> Iterator[Document]:
         for rel, path, lines, meta in self.records():
-            self.current_chars = sum(len(line.text) + 1 for line in lines)
+            self.current_chars = chars_read(lines)
             try:
                 yield make_document(rel, path, lines, meta, self.common, self.on_clean)
             except LoadError as exc:
