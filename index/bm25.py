@@ -147,30 +147,27 @@ class _Postings:
             first += len(sizes)
 
 
-class KeywordIndex:
-    """BM25 scores of every chunk for a query; row i = chunk id i."""
+class KeywordBuilder:
+    """`KeywordIndex.build` a chunk at a time: `add` each chunk's text (or `add_terms`, its terms as the
+    analyser gave them, analysed elsewhere: the build's chunking workers), in chunk-id order, then `finish`."""
 
-    def __init__(self, retriever, analyzer: Analyzer, size: int):
-        self.retriever = retriever
-        self.analyzer = analyzer
-        self.size = size
+    def __init__(self, analyzer: Analyzer | None = None):
+        self.analyzer = analyzer or Analyzer()
+        self.vocab: dict[str, int] = {}
+        self.postings = _Postings()
 
-    @classmethod
-    def build(cls, texts: Iterable[str], analyzer: Analyzer | None = None) -> "KeywordIndex":
-        """Index `texts` (chunk texts in chunk-id order; any iterable, read once).
+    def add(self, text: str) -> None:
+        self.add_terms(self.analyzer(text))
 
-        bm25s's own `index()` holds every posting three times over while it sorts them into its score matrix
-        (scores, document and term ids, then 64-bit sort keys and their order: ~3.3 GB for the 80 million
-        postings of a million chunks). This makes the same matrix with bm25s's own scoring functions in two
-        passes that hold the postings once, compactly: each text's distinct terms and their counts as it is
-        read, then the scores written straight to their places in the matrix, a block of chunks at a time."""
+    def add_terms(self, terms: Iterable[str]) -> None:
+        vocab = self.vocab
+        self.postings.add([vocab.setdefault(w, len(vocab)) for w in terms])
+
+    def finish(self) -> KeywordIndex:
+        """The index of every chunk added (the postings are let go as they are read)."""
         bm25s = _bm25s()
         from bm25s.scoring import _build_idf_array, _select_idf_scorer, _select_tfc_scorer
-        analyzer = analyzer or Analyzer()
-        vocab: dict[str, int] = {}
-        postings = _Postings()
-        for text in texts:
-            postings.add([vocab.setdefault(w, len(vocab)) for w in analyzer(text)])
+        analyzer, vocab, postings = self.analyzer, self.vocab, self.postings
         if not vocab:  # bm25s needs one term somewhere
             vocab["\x00empty"] = 0
             postings.first_doc_gets_term(0)
@@ -202,7 +199,30 @@ class KeywordIndex:
         retriever.vocab_dict = vocab
         retriever.unique_token_ids_set = set(vocab.values())
         retriever.nonoccurrence_array = None
-        return cls(retriever, analyzer, size)
+        return KeywordIndex(retriever, analyzer, size)
+
+class KeywordIndex:
+    """BM25 scores of every chunk for a query; row i = chunk id i."""
+
+    def __init__(self, retriever, analyzer: Analyzer, size: int):
+        self.retriever = retriever
+        self.analyzer = analyzer
+        self.size = size
+
+    @classmethod
+    def build(cls, texts: Iterable[str], analyzer: Analyzer | None = None) -> "KeywordIndex":
+        """Index `texts` (chunk texts in chunk-id order; any iterable, read once).
+
+        bm25s's own `index()` holds every posting three times over while it sorts them into its score matrix
+        (scores, document and term ids, then 64-bit sort keys and their order: ~3.3 GB for the 80 million
+        postings of a million chunks). This makes the same matrix with bm25s's own scoring functions in two
+        passes that hold the postings once, compactly: each text's distinct terms and their counts as it is
+        read, then the scores written straight to their places in the matrix, a block of chunks at a time."""
+        builder = KeywordBuilder(analyzer)
+        for text in texts:
+            builder.add(text)
+        return builder.finish()
+
 
     def save(self, path: Path) -> None:
         """Write the index into the folder `path` (created) and fsync every file."""

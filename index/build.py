@@ -13,17 +13,19 @@ import shutil
 import sqlite3
 import sys
 import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
-from index.chunking import Chunk, chunk_document, split_sentences
+from index.chunking import Chunk, chunk_document
 from index.config import Config
 from index.documents import Document, DocumentStream, LoadError, chars_read
 from index.embedding import Embedder
 from index.backends import open_root
+from index.bm25 import BM25_DIR, KeywordBuilder
 from index.store import (CALIBRATION_FILE, SENTENCE_DTYPE, BuildWriter, IndexMismatch, IndexMissing, IndexRoot,
                          Snapshot, search_depth)
 
@@ -167,27 +169,55 @@ CHUNK_WORKERS_MAX = 8
 CHUNK_BATCH_CHARS = 250_000
 
 
-def chunk_workers(cfg: Config, embedder, documents: DocumentStream) -> int:
-    """How many processes clean and chunk this corpus: 1 (this one) for a small corpus, on one core, outside
-    Linux (the workers are forked), where the program chose another way to start processes, or with an
-    embedder whose word-piece counting a worker cannot repeat from the configuration (one that is not, or
-    does not wrap, an `Embedder` of `cfg.embedding`)."""
+class SentenceSpans:
+    """Each chunk's sentence spans (`Chunk.sentences`), kept from chunking until the chunk is embedded: two
+    32-bit offsets a sentence (about 70 MB for a million chunks), not Python tuples."""
+
+    def __init__(self):
+        self._flat = array("i")
+        self._at = array("q", [0])
+
+    def add(self, spans) -> None:
+        """The next chunk's spans."""
+        for s, e in spans:
+            self._flat.append(s)
+            self._flat.append(e)
+        self._at.append(len(self._flat))
+
+    def __getitem__(self, i: int) -> list[tuple[int, int]]:
+        flat = self._flat[self._at[i]:self._at[i + 1]]
+        return list(zip(flat[::2], flat[1::2]))
+
+
+def fork_workers(cfg: Config) -> int:
+    """How many forked worker processes a build may use: one per CPU this process may run on, or
+    `embedding.threads` when set, at most CHUNK_WORKERS_MAX; 1 (none: the build's own process) outside Linux
+    or where the program chose another way to start processes (a spawned worker would import the caller's
+    main module again: a script without a __main__ guard would build again in each)."""
     import multiprocessing
     if sys.platform != "linux" or multiprocessing.get_start_method(allow_none=True) not in (None, "fork"):
         return 1
     cores = len(os.sched_getaffinity(0)) or 1  # the CPUs this process may run on (a container's, not the host's)
     cores = min(cores, cfg.embedding.threads) if cfg.embedding.threads > 0 else cores
-    if (cores < 2 or documents.chars < CHUNK_IN_WORKERS_CHARS or len(documents) < 2
+    return max(1, min(cores, CHUNK_WORKERS_MAX))
+
+
+def chunk_workers(cfg: Config, embedder, documents: DocumentStream) -> int:
+    """How many processes clean and chunk this corpus (`fork_workers`): 1 (this one) also for a small corpus
+    or with an embedder whose word-piece counting a worker cannot repeat from the configuration (one that is
+    not, or does not wrap, an `Embedder` of `cfg.embedding`)."""
+    if (documents.chars < CHUNK_IN_WORKERS_CHARS or len(documents) < 2
             or getattr(embedder, "cfg", None) != cfg.embedding):
         return 1
-    return min(cores, CHUNK_WORKERS_MAX)
+    return fork_workers(cfg)
 
 
-def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int
-                      ) -> Iterator[tuple[Document | None, list[Chunk], int]]:
+def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int, analyzer
+                      ) -> Iterator[tuple[Document | None, list[Chunk], list[str] | None, int]]:
     """`index.chunking.clean_and_chunk` over the spooled files in `workers` processes, in file order: (Document,
-    chunks, characters read) per file, or (None, [], characters read) for a file that cleaning left empty (its
-    warning added to the stream's, as the stream itself does)."""
+    chunks, each chunk's keyword terms by `analyzer` joined by spaces, characters read) per file, or (None, [],
+    None, characters read) for a file that cleaning left empty (its warning added to the stream's, as the
+    stream itself does)."""
     import multiprocessing
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
@@ -211,7 +241,7 @@ def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                              initializer=chunking.start_worker,
                              initargs=(cfg.embedding, documents.common, cfg.chunking.max_tokens,
-                                       cfg.chunking.overlap_sentences)) as pool:
+                                       cfg.chunking.overlap_sentences, analyzer)) as pool:
         todo, pending = batches(), deque()
         try:
             for batch in todo:
@@ -223,12 +253,12 @@ def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int
                 for batch in todo:  # keep the workers fed while this batch is written
                     pending.append(pool.submit(chunking.clean_and_chunk, batch))
                     break
-                for rel, document, chunks, raw in results:
+                for rel, document, chunks, terms, raw in results:
                     if document is None:
                         documents.warnings.append(f"{rel}: {chunks}; skipped")
-                        yield None, [], raw
+                        yield None, [], None, raw
                     else:
-                        yield document, chunks, raw
+                        yield document, chunks, terms, raw
         finally:
             for future in pending:
                 future.cancel()
@@ -308,8 +338,10 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
             old.close()
         raise
     try:
-        # chunk each document and write its rows at once; only the chunks' hashes stay in memory
+        # chunk each document and write its rows at once; only the chunks' hashes and sentence spans stay in memory
         hashes: list[str] = []
+        sentences = SentenceSpans()
+        keywords = KeywordBuilder()  # the keyword index of the same chunks, made as they come
         seen: set[str] = set()
         # progress in characters of text read, within each file too: cleaning takes CLEAN_SHARE of a file's
         # part of the bar, chunking the rest (measured on a 50 MB file: 25 s cleaning, 40 s chunking)
@@ -320,26 +352,27 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
         progress("chunking", 0, n_chars)
         documents.on_clean = lambda share: at(done_chars + CLEAN_SHARE * documents.current_chars * share)
 
-        def chunked() -> Iterator[tuple[Document, list[Chunk], int]]:
-            """Each document cleaned and chunked, with the characters read for it: in worker processes when
-            the corpus is large enough to repay them (`chunk_workers`), else here, with progress inside files."""
+        def chunked() -> Iterator[tuple[Document, list[Chunk], list[str] | None, int]]:
+            """Each document cleaned and chunked, with its chunks' keyword terms (joined by spaces; None: not
+            analysed yet) and the characters read for it: in worker processes when the corpus is large enough
+            to repay them (`chunk_workers`), else here, with progress inside files."""
             nonlocal done_chars
             workers = chunk_workers(cfg, embedder, documents)
             if workers > 1:
-                for document, chunks, raw in _chunk_in_workers(cfg, documents, workers):
+                for document, chunks, terms, raw in _chunk_in_workers(cfg, documents, workers, keywords.analyzer):
                     if document is None:  # skipped: its characters still count towards the bar
                         done_chars += raw
                         continue
-                    yield document, chunks, raw
+                    yield document, chunks, terms, raw
                 return
             for document in documents:
                 raw, length = documents.current_chars, max(len(document.text), 1)
                 yield document, chunk_document(
                     document, embedder, cfg.chunking.max_tokens, cfg.chunking.overlap_sentences,
                     progress=lambda offset: at(done_chars + raw * (CLEAN_SHARE + (1 - CLEAN_SHARE) * offset / length))
-                ), raw
+                ), None, raw
 
-        for doc_id, (document, chunks, raw) in enumerate(chunked()):
+        for doc_id, (document, chunks, terms, raw) in enumerate(chunked()):
             seen.add(document.doc)
             before = old_docs.get(document.doc)
             if before is None:
@@ -360,6 +393,12 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
                            "location": c.location, "text": c.text, "hash": h}
                           for n, (c, h) in enumerate(zip(chunks, chunk_hashes)))
             hashes.extend(chunk_hashes)
+            for n, c in enumerate(chunks):
+                sentences.add(c.sentences)
+                if terms is None:
+                    keywords.add(c.text)
+                else:
+                    keywords.add_terms(terms[n].split())
             done_chars += raw
             at(done_chars)
         for warning in report.skipped:  # the front end shows them (once); logged here for -v
@@ -373,10 +412,10 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
         del seen
         report.chunks = len(hashes)
 
-        # the keyword index of the same chunks, read back from the build, saved and let go before embedding
+        # the keyword index of the same chunks, saved and let go before embedding
         progress("keywords", 0, 0)
-        from index.bm25 import BM25_DIR, KeywordIndex
-        KeywordIndex.build(writer.chunk_texts()).save(build_dir / BM25_DIR)
+        keywords.finish().save(build_dir / BM25_DIR)
+        del keywords
 
         reusable: dict[str, int] = {}
         old_hashes = old.size if old is not None else -1
@@ -389,8 +428,8 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
         unchanged = bool(reuse_ok and all(h in reusable for h in hashes) and old_hashes == len(hashes))
         old_calibration = old.calibration if old is not None else None
         index, index_type = new_vector_index(len(hashes), dim, root.vectors_config(cfg.vectors))
-        _embed_and_write(hashes, reusable, old, embedder, index, writer, report, progress)
-        del hashes, reusable
+        _embed_and_write(hashes, sentences, reusable, old, embedder, index, writer, report, progress)
+        del hashes, sentences, reusable
         if old is not None:
             old.close()
             old = None
@@ -438,7 +477,8 @@ def _calibrate(cfg: Config, embedder: Embedder, build_dir: Path, previous: dict 
     else:
         snap = Snapshot(build_dir)
         try:
-            result = calibration.calibrate(Searcher(snap, embedder, dataclasses.replace(cfg.retrieval, min_score=0.0)))
+            result = calibration.calibrate(Searcher(snap, embedder, dataclasses.replace(cfg.retrieval, min_score=0.0)),
+                                           workers=fork_workers(cfg))
         finally:
             snap.close()
         result["settings"] = settings  # a change of retrieval settings calibrates again
@@ -449,13 +489,13 @@ def _calibrate(cfg: Config, embedder: Embedder, build_dir: Path, previous: dict 
     return result.get("threshold")
 
 
-def _embed_and_write(hashes: list[str], reusable: dict[str, int], old: Snapshot | None, embedder: Embedder,
-                     index, writer: BuildWriter, report: BuildReport, progress: Progress) -> None:
-    """Add every chunk's vector to `index` (row i = chunk i) and write its sentence spans and vectors,
-    EMBED_BATCH chunks at a time: a chunk whose text the old build has is copied from it, the others are read
-    back from the build and embedded (the chunk vector and, from the same run of the model, a vector per
-    sentence for the answer sentences). Only one batch of texts and sentence vectors is held at a time; chunk
-    vectors go straight into `index`."""
+def _embed_and_write(hashes: list[str], sentences: SentenceSpans, reusable: dict[str, int], old: Snapshot | None,
+                     embedder: Embedder, index, writer: BuildWriter, report: BuildReport, progress: Progress) -> None:
+    """Add every chunk's vector to `index` (row i = chunk i) and write its sentence spans (`sentences`, from
+    chunking) and vectors, EMBED_BATCH chunks at a time: a chunk whose text the old build has is copied from
+    it, the others are read back from the build and embedded (the chunk vector and, from the same run of the
+    model, a vector per sentence for the answer sentences). Only one batch of texts and sentence vectors is
+    held at a time; chunk vectors go straight into `index`."""
     todo_total = sum(1 for h in hashes if h not in reusable)
     done = 0
     progress("embedding", 0, todo_total)
@@ -474,7 +514,7 @@ def _embed_and_write(hashes: list[str], reusable: dict[str, int], old: Snapshot 
             todo_total += len([i for i in todo if hashes[i] in reusable])  # an old row without sentences
             texts = dict(writer.chunk_texts(todo[0], todo[-1] + 1, with_ids=True))
             texts = [texts[i] for i in todo]
-            spans = [split_sentences(t) for t in texts]
+            spans = [sentences[i] for i in todo]
             vectors[[i - start for i in todo]], pooled = embedder.encode_passages(
                 texts, spans, progress=lambda n, total: progress("embedding", done + n, todo_total))
             for i, sp, vecs in zip(todo, spans, pooled):

@@ -39,6 +39,9 @@ class Chunk:
     page: int | None
     section: str | None
     location: str
+    # its sentences as (start, end) in `text`: the document's sentences inside the chunk (a sentence too long for
+    # one chunk is there as the pieces it was cut into); the answer sentences are chosen among them
+    sentences: tuple[tuple[int, int], ...] = ()
 
     @property
     def hash(self) -> str:
@@ -186,7 +189,8 @@ def chunk_document(document: Document, counter: TokenCounter, max_tokens: int = 
         j = max(j, i + 1)
         start, end = units[i][0], units[j - 1][1]
         chunks.append(Chunk(document.doc, len(chunks), start, end, text[start:end], total, pages[i],
-                            document.section_at(start), document.location(start, end)))
+                            document.section_at(start), document.location(start, end),
+                            tuple((s - start, e - start) for s, e, _ in units[i:j])))
         if j >= len(units):
             break
         nxt = j
@@ -205,28 +209,33 @@ def chunk_document(document: Document, counter: TokenCounter, max_tokens: int = 
 _worker: dict = {}
 
 
-def start_worker(embedding_cfg, common: frozenset[str], max_tokens: int, overlap: int) -> None:
+def start_worker(embedding_cfg, common: frozenset[str], max_tokens: int, overlap: int,
+                 analyzer: Callable[[str], list[str]]) -> None:
     """A chunking process's setup (`ProcessPoolExecutor` initializer): its own word-piece counter, made from
-    the configuration as the build's own is (it reads only the model's tokenizer), and the build's settings."""
+    the configuration as the build's own is (it reads only the model's tokenizer), the build's settings and
+    the keyword index's analyser (`index.bm25.Analyzer`: inherited, the worker being forked)."""
     import signal
     from index.embedding import Embedder
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the build's to handle: it stops the workers
-    _worker.update(counter=Embedder(embedding_cfg), common=common, max_tokens=max_tokens, overlap=overlap)
+    _worker.update(counter=Embedder(embedding_cfg), common=common, max_tokens=max_tokens, overlap=overlap,
+                   analyzer=analyzer)
 
 
 def clean_and_chunk(records: list[tuple]) -> list[tuple]:
     """In a chunking process: each spooled file (`DocumentStream.records`) cleaned into its Document and
-    chunked, as the build does it in its own process. Per record (name, Document, chunks, characters read), or
-    (name, None, why it was skipped, characters read)."""
+    chunked, as the build does it in its own process, and each chunk's keyword terms analysed (joined by
+    spaces: one string a chunk is quicker to send than a list). Per record (name, Document, chunks, terms,
+    characters read), or (name, None, why it was skipped, None, characters read)."""
     from index.documents import LoadError, chars_read, make_document
     out = []
+    analyzer = _worker["analyzer"]
     for rel, path, lines, meta in records:
         raw = chars_read(lines)
         try:
             document = make_document(rel, path, lines, meta, _worker["common"])
         except LoadError as exc:
-            out.append((rel, None, str(exc), raw))
+            out.append((rel, None, str(exc), None, raw))
             continue
-        out.append((rel, document, chunk_document(document, _worker["counter"], _worker["max_tokens"],
-                                                  _worker["overlap"]), raw))
+        chunks = chunk_document(document, _worker["counter"], _worker["max_tokens"], _worker["overlap"])
+        out.append((rel, document, chunks, [" ".join(analyzer(c.text)) for c in chunks], raw))
     return out

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -336,13 +336,20 @@ class Searcher:
         re-reads no close call: that changes which sentence leads, not the confidence score)."""
         return self.confidence(self.search(question, k, qvec=qvec, nearest=nearest, reread=False).passages)
 
-    def evidence_many(self, questions: Sequence[str], k: int = 3) -> list[float]:
-        """`evidence` of many questions, embedded in one batch and their nearest chunks found in one search."""
+    def evidence_many(self, questions: Sequence[str], k: int = 3, scatter: Callable | None = None) -> list[float]:
+        """`evidence` of many questions, embedded in one batch and their nearest chunks found in one search;
+        `scatter(jobs, k)`, if given, computes the evidence of the (question, vector, nearest chunks) triples
+        in their order elsewhere (calibration's worker processes: `index.calibration.Workers`)."""
         if not questions:
             return []
         vectors = self.embedder.encode(list(questions))
         nearest = self.snap.dense_many(vectors, max(self.cfg.candidates, 3 * k))
-        return [self.evidence(q, v, k, found) for q, v, found in zip(questions, vectors, nearest)]
+        jobs = list(zip(questions, vectors, nearest))
+        return scatter(jobs, k) if scatter is not None else self.evidence_of(jobs, k)
+
+    def evidence_of(self, jobs: Sequence[tuple[str, np.ndarray, list[tuple[int, float]]]], k: int = 3) -> list[float]:
+        """`evidence` of each (question, its vector, its nearest chunks) triple, in order."""
+        return [self.evidence(q, v, k, found) for q, v, found in jobs]
 
     @staticmethod
     def confidence(passages: list[Passage]) -> float:

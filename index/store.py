@@ -369,6 +369,16 @@ class Snapshot:
         with self._lock:
             self._con.close()
 
+    def in_forked_child(self) -> None:
+        """Make this snapshot usable in a process forked from the one that opened it (`index.calibration`'s
+        workers): a SQLite connection must not cross a fork, so the child opens its own and new locks; the
+        parent's connection is kept, unused, so that the child never closes it. The vectors and the keyword
+        index stay the parent's pages, shared until written (they never are)."""
+        self._inherited = self._con
+        self._lock, self._keyword_lock = threading.Lock(), threading.Lock()
+        self._con = sqlite3.connect(f"file:{self.path / SQLITE_FILE}?mode=ro", uri=True, check_same_thread=False)
+        self._con.row_factory = sqlite3.Row
+
     @property
     def size(self) -> int:
         return int(self.index.ntotal)

@@ -168,6 +168,29 @@ def test_generic_questions_are_not_confident_on_a_corpus_of_its_own(embedder, tm
     assert again.calibration == report.calibration
 
 
+def test_calibration_in_worker_processes_gives_the_same_cut(kb):
+    """Calibrating asks its 550 questions in forked processes on a multi-core build machine: each score, so the
+    cut and both distributions, is the one the build's own process finds; the workers read the snapshot
+    through SQLite connections of their own."""
+    import dataclasses
+    import os
+    from index.search import Searcher
+    from index.store import Snapshot
+    snap = Snapshot(kb.searcher().snap.path)
+    try:
+        searcher = Searcher(snap, kb.embedder, dataclasses.replace(kb.cfg.retrieval, min_score=0.0))
+        alone = calibration.calibrate(searcher, workers=1)
+        assert calibration.calibrate(searcher, workers=2) == alone
+        questions = calibration.bank_questions()[:60]
+        with calibration.Workers(searcher, 2) as scatter:
+            assert searcher.evidence_many(questions, 3, scatter) == searcher.evidence_many(questions, 3)
+            pids = set(scatter.pool._processes)
+        assert len(pids) == 2 and os.getpid() not in pids
+        assert searcher.evidence_many(questions[:3], 3)  # this process's own connection still works
+    finally:
+        snap.close()
+
+
 def test_bank_is_shipped_and_generic():
     bank = calibration.bank_questions()
     assert len(bank) >= 300 and len(set(bank)) == len(bank)

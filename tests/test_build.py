@@ -292,16 +292,20 @@ def test_progress_moves_within_one_large_file(tmp_path, embedder, monkeypatch):
 
 def test_a_large_corpus_is_cleaned_and_chunked_in_worker_processes_with_the_same_result(docs_copy, tmp_path,
                                                                                         embedder, monkeypatch):
+    """The same documents, chunks, sentence rows and keyword index (its terms analysed in the workers)."""
     import sqlite3
     from index import build
     from index.documents import DocumentStream
     (docs_copy / "only-an-advert.txt").write_text("Advertisement\n")  # cleaning leaves nothing: skipped
 
     def rows(kb):
+        """Every row of the build's documents, chunks and sentences, and its keyword index's files."""
         snap = build.open_snapshot(kb.cfg)
         try:
             con = sqlite3.connect(snap.path / "index.sqlite")
-            return [con.execute(f"SELECT * FROM {table} ORDER BY id").fetchall() for table in ("documents", "chunks")]
+            return ([con.execute(f"SELECT * FROM {table} ORDER BY id").fetchall() for table in ("documents", "chunks")]
+                    + [con.execute("SELECT * FROM sentences ORDER BY chunk_id").fetchall(),
+                       {f.name: f.read_bytes() for f in (snap.path / "bm25").iterdir()}])
         finally:
             snap.close()
 

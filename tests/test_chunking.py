@@ -31,9 +31,17 @@ def make_doc(text: str) -> Document:
 
 def check_chunks(doc: Document, chunks, budget: int, counter) -> None:
     covered = [False] * len(doc.text)
+    sentences = split_sentences(doc.text)
     for c in chunks:
         assert doc.text[c.start:c.end] == c.text  # offsets point at the right text
         assert c.tokens <= budget and counter.count([c.text])[0] <= budget + 2  # +2: joins of split words
+        # its sentences (where the answer sentence is chosen): in order, apart, from its start to its end,
+        # trimmed; every sentence of the document that lies inside it is one of them (a long one in pieces)
+        assert c.sentences and c.sentences[0][0] == 0 and c.sentences[-1][1] == len(c.text)
+        assert all(0 <= s < e <= len(c.text) and c.text[s:e].strip() == c.text[s:e] for s, e in c.sentences)
+        assert all(e1 <= s2 for (_, e1), (s2, _) in zip(c.sentences, c.sentences[1:]))
+        inside = {(s - c.start, e - c.start) for s, e in sentences if c.start <= s and e <= c.end}
+        assert inside <= set(c.sentences)
         for i in range(c.start, c.end):
             covered[i] = True
     lost = "".join(ch for ch, cov in zip(doc.text, covered) if not cov)
@@ -70,6 +78,8 @@ def test_sentences_are_not_split_unless_too_long(embedder):
     doc = make_doc("Short first sentence. " + long)
     chunks = chunk_document(doc, embedder, max_tokens=100, overlap=1)
     assert chunks[0].text.startswith("Short first sentence. word")  # only the over-long sentence is cut
+    # blingfire reads it all as one sentence (no capital after the stop): each chunk holds one piece of it
+    assert [c.sentences for c in chunks] == [((0, len(c.text)),) for c in chunks]
     assert len(chunks) >= 9
     check_chunks(doc, chunks, 100, embedder)
 
