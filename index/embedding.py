@@ -287,15 +287,26 @@ class Embedder:
         batch = batch_size or self.cfg.batch_size
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         pooled: list[np.ndarray] = [np.zeros((0, self.dim), dtype=np.float32)] * len(texts)
-        for rows in self._slices(texts, max(batch * 8, 256), progress):
-            part = [str(texts[j]) for j in rows]
-            results = self._token_outputs(part, batch)
-            for n, j in enumerate(rows):
-                r = results[n]
-                out[j] = _numpy(r["sentence_embedding"])
-                shift = len(part[n]) - len(part[n].lstrip())
-                pooled[j] = pool_spans(_numpy(r["token_embeddings"]), np.asarray(r["offset_mapping"]),
-                                       np.asarray(r["special_tokens_mask"]), spans[j], shift)
+
+        def take(j: int, r: dict, text: str) -> None:
+            out[j] = _numpy(r["sentence_embedding"])
+            shift = len(text) - len(text.lstrip())
+            pooled[j] = pool_spans(_numpy(r["token_embeddings"]), np.asarray(r["offset_mapping"]),
+                                   np.asarray(r["special_tokens_mask"]), spans[j], shift)
+
+        if getattr(self.model, "pools_as_it_runs", False):
+            # the int8 encoder hands each text over as its run ends, on the worker that ran it: one call, so no
+            # worker waits for the other at the end of every slice, and the pooling overlaps the model's runs
+            # (the runs, so the vectors, are the same as in slices: PERFORMANCE.md, "Build speed")
+            texts = [str(t) for t in texts]
+            if texts:
+                self.model.encode(texts, batch_size=batch, output_value=None, progress=progress,
+                                  on_text=lambda j, r: take(j, r, texts[j]))
+        else:
+            for rows in self._slices(texts, max(batch * 8, 256), progress):
+                part = [str(texts[j]) for j in rows]
+                for n, r in enumerate(self._token_outputs(part, batch)):
+                    take(rows[n], r, part[n])
         # spans the window did not reach: encode them alone
         missing = [(j, k) for j, vecs in enumerate(pooled) for k in range(len(vecs)) if not vecs[k].any()]
         if missing:

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -202,6 +202,8 @@ class OnnxEncoder:
     """The parts of a SentenceTransformer the Embedder uses (encode, tokenizer, max_seq_length, dimension),
     running the int8 graph with onnxruntime."""
 
+    pools_as_it_runs = True  # `encode` takes `on_text` (`Embedder.encode_passages` uses it)
+
     def __init__(self, path: Path, model_dir: Path, max_seq_length: int, threads: int):
         self.path = path
         self.model_dir = model_dir
@@ -288,13 +290,17 @@ class OnnxEncoder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 32, normalize_embeddings: bool = True,
                convert_to_numpy: bool = True, show_progress_bar: bool = False, output_value: str | None = "sentence_embedding",
+               on_text: Callable[[int, dict], None] | None = None, progress: Callable[[int, int], None] | None = None,
                **_) -> np.ndarray | list[dict]:
         """Unit vectors (float32), one row per text; texts are batched by length like sentence-transformers, at
         most RUN_TEXTS to a run; the runs of a batch go side by side, one worker each (`threads` at once).
 
         `output_value=None` (as in sentence-transformers): one dict per text instead, with its
         "sentence_embedding", its "token_embeddings" and the tokenizer's "offset_mapping" (into the stripped
-        text) and "special_tokens_mask", without padding."""
+        text) and "special_tokens_mask", without padding. With `on_text` as well, each text's dict goes to
+        `on_text(its index, dict)` on the worker that ran it, as soon as its run is done, and is not kept (so a
+        large batch holds one run's token outputs a worker, and the next runs go on while they are used);
+        `progress(texts done, total)` is called here as runs finish."""
         texts = [str(t).strip() for t in texts]
         tokens = output_value is None
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
@@ -314,24 +320,35 @@ class OnnxEncoder:
             feed = {name: enc[name] for name in INPUTS if name in self._inputs}
             outputs = session.run(None, feed)
             out[idx] = outputs[0]
+            if normalize_embeddings:  # already unit length from the graph; renormalise float rounding
+                norms = np.linalg.norm(out[idx], axis=1, keepdims=True)
+                out[idx] /= np.where(norms > 0, norms, 1.0)
             if tokens:
                 lengths = enc["attention_mask"].sum(1)
                 for n, j in enumerate(idx):
                     m = int(lengths[n])
                     rows[j] = {"token_embeddings": outputs[1][n, :m], "offset_mapping": enc["offset_mapping"][n, :m],
                                "special_tokens_mask": enc["special_tokens_mask"][n, :m]}
+                    if on_text is not None:
+                        rows[j]["sentence_embedding"] = out[j]
+                        on_text(int(j), rows[j])
+                        rows[j] = {}
 
+        done = 0
         if self.threads > 1 and len(runs) > 1 and SIDE_BY_SIDE:
             # runs side by side, one worker each: on 2 cores 98-103 chunks/s against 90-98 for one run at a time on
             # two workers (PERFORMANCE.md); each run holds the same texts either way, so the vectors are the same
             single = self.session_for(1)
-            list(self._pool().map(lambda idx: run(idx, single), runs))
+            for idx, _ in zip(runs, self._pool().map(lambda idx: run(idx, single), runs)):
+                done += len(idx)
+                if progress:
+                    progress(done, len(texts))
         else:
             for idx in runs:
                 run(idx, self.session_for(len(idx)))
-        if normalize_embeddings:  # already unit length from the graph; renormalise float rounding
-            norms = np.linalg.norm(out, axis=1, keepdims=True)
-            out /= np.where(norms > 0, norms, 1.0)
+                done += len(idx)
+                if progress:
+                    progress(done, len(texts))
         if tokens:
             for j, row in enumerate(rows):
                 row["sentence_embedding"] = out[j]

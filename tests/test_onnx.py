@@ -116,6 +116,23 @@ def test_a_batchs_runs_side_by_side_give_the_vectors_of_one_run_at_a_time(onnx_e
     assert all(np.array_equal(a, b) for a, b in zip(side[1], alone[1]))
 
 
+def test_passages_pooled_as_each_run_ends_are_those_of_slices(onnx_embedder, monkeypatch):
+    """`encode_passages` with the int8 encoder: one call, each text pooled on the worker that ran it as its run
+    ends, with progress as runs finish; the same runs as slices of 256, so every vector is the same, bit for bit."""
+    from index.chunking import split_sentences
+    monkeypatch.setattr(onnx_embedder.model, "threads", 2)
+    texts = [DOCS_TEXT[i:i + 40 + (i * 7) % 260] for i in range(0, 300 * 13, 13)]  # 300: two slices of the old way
+    spans = [split_sentences(t) for t in texts]
+    steps = []
+    streamed = onnx_embedder.encode_passages(texts, spans, progress=lambda done, total: steps.append((done, total)))
+    assert steps == sorted(steps) and len(steps) > 2 and steps[-1] == (300, 300)
+    monkeypatch.setattr(onnx_embedder.model, "pools_as_it_runs", False)
+    sliced = onnx_embedder.encode_passages(texts, spans)
+    assert np.array_equal(streamed[0], sliced[0])
+    assert all(np.array_equal(a, b) for a, b in zip(streamed[1], sliced[1]))
+    assert np.array_equal(streamed[0], onnx_embedder.encode(texts))  # and the vectors of `encode`
+
+
 def test_the_batch_tokenizer_gives_what_transformers_gives(onnx_embedder):
     # the encoder tokenizes with the Rust tokenizer alone (no transformers import); it must match the
     # transformers tokenizer called as sentence-transformers calls it, padding and truncation included
