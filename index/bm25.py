@@ -201,6 +201,7 @@ class KeywordBuilder:
         retriever.nonoccurrence_array = None
         return KeywordIndex(retriever, analyzer, size)
 
+
 class KeywordIndex:
     """BM25 scores of every chunk for a query; row i = chunk id i."""
 
@@ -222,7 +223,6 @@ class KeywordIndex:
         for text in texts:
             builder.add(text)
         return builder.finish()
-
 
     def save(self, path: Path) -> None:
         """Write the index into the folder `path` (created) and fsync every file."""

@@ -322,9 +322,7 @@ class Snapshot:
         self._chunk_docs: np.ndarray | None = None
         self._calibration: dict | None = None
         try:
-            self._con = sqlite3.connect(f"file:{self.path / SQLITE_FILE}?mode=ro", uri=True,
-                                        check_same_thread=False)
-            self._con.row_factory = sqlite3.Row
+            self._con = self._connect()
             self.info = {r["key"]: json.loads(r["value"]) for r in self.query("SELECT key, value FROM build_info")}
             self.has_sentences = bool(self.query(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sentences'"))
@@ -376,8 +374,13 @@ class Snapshot:
         index stay the parent's pages, shared until written (they never are)."""
         self._inherited = self._con
         self._lock, self._keyword_lock = threading.Lock(), threading.Lock()
-        self._con = sqlite3.connect(f"file:{self.path / SQLITE_FILE}?mode=ro", uri=True, check_same_thread=False)
-        self._con.row_factory = sqlite3.Row
+        self._con = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        """A read-only connection to the build's SQLite file, rows by name."""
+        con = sqlite3.connect(f"file:{self.path / SQLITE_FILE}?mode=ro", uri=True, check_same_thread=False)
+        con.row_factory = sqlite3.Row
+        return con
 
     @property
     def size(self) -> int:
