@@ -47,6 +47,10 @@ def add_commands(sub) -> dict:
     p.add_argument("--backend", choices=("torch", "onnx-int8"), help="override embedding.backend for the bench")
     p.add_argument("--in-process", action="store_true", help="time queries in this process (no cold start)")
     p.add_argument("--json", action="store_true", help="print one JSON object per size")
+    p.add_argument("--corpus", metavar="DIR", help="instead: build this folder of documents as `citebot index` does "
+                   "and time it against raw model.encode of the same chunks, alternating (--rounds)")
+    p.add_argument("--rounds", type=int, default=2, metavar="N",
+                   help="with --corpus: builds, each followed by a raw encode (default: 2)")
     return {"bench": cmd_bench}
 
 
@@ -61,6 +65,21 @@ def cmd_bench(kb, args) -> int:
     if args.backend and args.backend != cfg.embedding.backend:
         cfg.embedding.backend = args.backend
         embedder = Embedder(cfg.embedding)
+    if args.corpus:
+        from pathlib import Path
+        from bot.cli import CliError
+        from index.bench import bench_corpus, format_corpus_result
+        from index.build import BuildError
+        folder = Path(args.corpus).expanduser()
+        if not folder.is_dir():
+            raise CliError(f"bench: --corpus {args.corpus} is not a folder of documents")
+        try:
+            result = bench_corpus(cfg, embedder, folder, max(1, args.rounds), args.workdir and Path(args.workdir),
+                                  log=lambda message: print(message, file=sys.stderr, flush=True))
+        except BuildError as exc:
+            raise CliError(f"bench: {exc}") from None
+        print(json.dumps(result) if args.json else format_corpus_result(result), flush=True)
+        return 0
     sizes = requested_sizes(args)
     opts = BenchOptions(sizes=sizes, queries=max(5, args.queries), sample=max(10, args.sample), pool=args.pool,
                         sources=args.source, workdir=args.workdir, in_process=args.in_process)

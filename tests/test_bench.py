@@ -40,6 +40,41 @@ def test_bench_tiny_corpus_with_hnsw_forced(embedder, docs_copy, tmp_path):
     assert "build stages (full size, synthetic vectors): loading" in format_result(result)
 
 
+def test_bench_of_a_real_folder_alternates_builds_with_raw_encodes(embedder, docs_copy, tmp_path, capsys):
+    """`citebot bench --corpus DIR`: the folder built as `citebot index` builds it, each build followed by raw
+    model.encode of its chunks; each build compared with the raw runs either side of it."""
+    from bot.cli import CliError, build_parser
+    from bot.cli_bench import cmd_bench
+    from index.bench import bench_corpus, format_corpus_result
+    from index.kb import KnowledgeBase
+    cfg = make_config(tmp_path / "unused", tmp_path / "unused-index")
+    r = bench_corpus(cfg, embedder, docs_copy, rounds=2, workdir=tmp_path / "bench")
+    assert (r["documents"], r["word_pieces"]) == (5, sum(c.tokens for c in _seed_chunks(embedder)))
+    first, second = r["rounds"]
+    assert len(first["raw_chunks_per_s"]) == 1 and len(second["raw_chunks_per_s"]) == 2  # the raw runs around it
+    assert second["raw_chunks_per_s"][0] == first["raw_chunks_per_s"][0]
+    for run in (first, second):
+        assert run["build_vs_raw"] == pytest.approx(run["build_chunks_per_s"] / np.mean(run["raw_chunks_per_s"]),
+                                                    abs=2e-3)
+        assert 0 < run["encoder_s"] < run["build_s"] and {"chunking", "embedding", "calibrating"} <= set(run["stages_s"])
+    assert r["build_vs_raw"] == second["build_vs_raw"] and not (tmp_path / "unused-index").exists()
+    assert "build 2:" in format_corpus_result(r) and "= " in format_corpus_result(r)
+    kb = KnowledgeBase(cfg, embedder=embedder)
+    with pytest.raises(CliError, match="not a folder"):
+        cmd_bench(kb, build_parser().parse_args(["bench", "--corpus", str(tmp_path / "nowhere")]))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CliError, match="no readable documents"):
+        cmd_bench(kb, build_parser().parse_args(["bench", "--corpus", str(tmp_path / "empty"), "--rounds", "1"]))
+
+
+def _seed_chunks(embedder):
+    from index.chunking import chunk_document
+    from index.documents import load_documents
+    from tests.conftest import DOCS
+    docs, _ = load_documents(DOCS)
+    return [c for d in docs for c in chunk_document(d, embedder, 200, 1)]
+
+
 def test_bench_tiny_corpus_in_milvus_lite(embedder, docs_copy, tmp_path):
     """`citebot --store milvus bench`: the same measurements with the index in Milvus Lite (HNSW forced, so
     Milvus's own graph search is measured against exact search of its stored vectors)."""
