@@ -25,6 +25,7 @@ overrides it.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 from pathlib import Path
@@ -38,6 +39,7 @@ PSEUDO_QUANTILE = 0.10
 BETWEEN = 0.4
 FALLBACK_QUANTILE = 0.98
 VERSION = 3
+log = logging.getLogger(__name__)
 _WORD = re.compile(r"[^\W_]+(?:[’'][^\W_]+)?")
 
 
@@ -114,16 +116,25 @@ class Workers:
 
     def __call__(self, jobs: list, k: int) -> list[float]:
         parts = [jobs[i:i + EVIDENCE_BATCH] for i in range(0, len(jobs), EVIDENCE_BATCH)]
-        return [score for part in self.pool.map(_evidence_of, parts, [k] * len(parts)) for score in part]
+        return [score for part in self.pool.map(_evidence_of, parts, [k] * len(parts), timeout=WORKER_TIMEOUT)
+                for score in part]
 
     def __enter__(self) -> "Workers":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.pool.shutdown(cancel_futures=True)
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.pool.shutdown()
+            return
+        # a worker died, hung or could not be reached: end them all now rather than wait for them (before
+        # Python 3.14's terminate_workers there is no public way)
+        for process in list((self.pool._processes or {}).values()):
+            process.kill()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 EVIDENCE_BATCH = 25
+WORKER_TIMEOUT = 300  # seconds for all of one set's questions (SciFact's 400 take about 1 s on 2 cores)
 _worker: dict = {}
 
 
@@ -142,12 +153,20 @@ def calibrate(searcher, k: int = 3, workers: int = 1) -> dict:
     """Ask the bank and the pseudo-questions of `searcher`'s index; the cut and both distributions. With
     `workers` > 1 and a FAISS snapshot, the questions' evidence is computed in that many forked processes
     (`Workers`): the same scores, sooner on several cores."""
+    from concurrent.futures.process import BrokenProcessPool
     bank_q, pseudo_q = bank_questions(), pseudo_questions(searcher)
+    bank = pseudo = None
     if workers > 1 and hasattr(searcher.snap, "in_forked_child"):
-        with Workers(searcher, workers) as scatter:
-            bank = searcher.evidence_many(bank_q, k, scatter)
-            pseudo = searcher.evidence_many(pseudo_q, k, scatter)
-    else:
+        try:
+            with Workers(searcher, workers) as scatter:
+                bank = searcher.evidence_many(bank_q, k, scatter)
+                pseudo = searcher.evidence_many(pseudo_q, k, scatter)
+        except (BrokenProcessPool, OSError) as exc:  # a worker killed (out of memory?), hung (TimeoutError is an
+            # OSError) or none could start
+            log.warning("calibrating in %d worker processes failed (%s); calibrating in this one", workers,
+                        exc or type(exc).__name__)
+            bank = pseudo = None
+    if bank is None or pseudo is None:
         bank = searcher.evidence_many(bank_q, k)
         pseudo = searcher.evidence_many(pseudo_q, k)
     return {"version": VERSION, "threshold": threshold(bank, pseudo), "bank": _quantiles(bank),

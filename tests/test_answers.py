@@ -191,6 +191,33 @@ def test_calibration_in_worker_processes_gives_the_same_cut(kb):
         snap.close()
 
 
+def test_calibration_whose_workers_die_or_hang_is_done_in_the_builds_process(kb, monkeypatch, caplog):
+    """A worker killed mid-way (out of memory, say) or hung does not fail or stop the build: the cut is
+    calibrated here."""
+    import dataclasses
+    import os
+    import time
+    from index.search import Searcher
+    from index.store import Snapshot
+    snap = Snapshot(kb.searcher().snap.path)
+    try:
+        searcher = Searcher(snap, kb.embedder, dataclasses.replace(kb.cfg.retrieval, min_score=0.0))
+        alone = calibration.calibrate(searcher, workers=1)
+        parent, real = os.getpid(), Searcher.evidence_of
+        monkeypatch.setattr(Searcher, "evidence_of",  # forked, a worker has this too: it dies at once
+                            lambda self, jobs, k=3: real(self, jobs, k) if os.getpid() == parent else os._exit(1))
+        assert calibration.calibrate(searcher, workers=2) == alone
+        assert "calibrating in 2 worker processes failed" in caplog.text
+        # a worker that hangs (a lock held at the fork, say) is given up on after WORKER_TIMEOUT, not waited for
+        monkeypatch.setattr(calibration, "WORKER_TIMEOUT", 1)
+        monkeypatch.setattr(Searcher, "evidence_of",
+                            lambda self, jobs, k=3: real(self, jobs, k) if os.getpid() == parent else time.sleep(600))
+        started = time.monotonic()
+        assert calibration.calibrate(searcher, workers=2) == alone and time.monotonic() - started < 30
+    finally:
+        snap.close()
+
+
 def test_bank_is_shipped_and_generic():
     bank = calibration.bank_questions()
     assert len(bank) >= 300 and len(set(bank)) == len(bank)
