@@ -221,6 +221,7 @@ def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int, anal
     import multiprocessing
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
     from index import chunking
 
     def batches() -> Iterator[list[tuple]]:
@@ -249,7 +250,12 @@ def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int, anal
                 if len(pending) >= 2 * workers:
                     break
             while pending:
-                results = pending.popleft().result()
+                try:
+                    results = pending.popleft().result()
+                except BrokenProcessPool:  # a worker killed (out of memory?): this build stops, the last one stays
+                    raise BuildError("a process chunking the documents ended unexpectedly (out of memory?); the "
+                                     "index is unchanged. Build again; with embedding.threads = 1 the build chunks "
+                                     "in its own process") from None
                 for batch in todo:  # keep the workers fed while this batch is written
                     pending.append(pool.submit(chunking.clean_and_chunk, batch))
                     break

@@ -328,3 +328,23 @@ def test_a_large_corpus_is_cleaned_and_chunked_in_worker_processes_with_the_same
     assert rows(there) == rows(here) and len(rows(there)[1]) == shared.chunks == alone.chunks
     assert shared.skipped == alone.skipped and any(w.startswith("only-an-advert.txt:") for w in shared.skipped)
     assert shared.added == alone.added and "only-an-advert.txt" not in shared.added
+
+
+def _chunking_worker_dies(records):
+    import os
+    os._exit(1)
+
+
+def test_a_chunking_worker_that_dies_stops_the_build_with_a_clear_message(docs_copy, tmp_path, embedder,
+                                                                          monkeypatch):
+    from index import build, chunking
+    from index.kb import UserError
+    kb = new_kb(docs_copy, tmp_path, embedder)
+    kb.build()
+    before = kb.root.current()
+    monkeypatch.setattr(build, "CHUNK_IN_WORKERS_CHARS", 0)
+    monkeypatch.setattr(build.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(chunking, "clean_and_chunk", _chunking_worker_dies)  # what the workers are sent
+    with pytest.raises(UserError, match="ended unexpectedly .* the index is unchanged"):
+        kb.build(rebuild=True)
+    assert kb.root.current() == before and kb.ask("crime recording", 3).passages
