@@ -235,10 +235,9 @@ def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int, anal
         if batch:
             yield batch
 
-    # forked: spawned processes would import the caller's main module again (a script without a __main__ guard
-    # would build again in each). The workers run only the cleaning and chunking code and a tokenizer of their
-    # own, so no lock another thread of this process holds (the encoder's, the bot's) is taken in them; fork
-    # is used only on Linux, where it is the default (`chunk_workers`)
+    # forked (why and where: `fork_workers`). The workers run only the cleaning and chunking code and a
+    # tokenizer of their own, so no lock another thread of this process holds (the encoder's, the bot's) is
+    # taken in them
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                              initializer=chunking.start_worker,
                              initargs=(cfg.embedding, documents.common, cfg.chunking.max_tokens,

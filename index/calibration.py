@@ -165,7 +165,6 @@ def calibrate(searcher, k: int = 3, workers: int = 1) -> dict:
             # OSError) or none could start
             log.warning("calibrating in %d worker processes failed (%s); calibrating in this one", workers,
                         exc or type(exc).__name__)
-            bank = pseudo = None
     if bank is None or pseudo is None:
         bank = searcher.evidence_many(bank_q, k)
         pseudo = searcher.evidence_many(pseudo_q, k)

@@ -334,21 +334,18 @@ class OnnxEncoder:
                         on_text(int(j), rows[j])
                         rows[j] = {}
 
-        done = 0
         if self.threads > 1 and len(runs) > 1 and SIDE_BY_SIDE:
             # runs side by side, one worker each: on 2 cores 98-103 chunks/s against 90-98 for one run at a time on
             # two workers (PERFORMANCE.md); each run holds the same texts either way, so the vectors are the same
             single = self.session_for(1)
-            for idx, _ in zip(runs, self._pool().map(lambda idx: run(idx, single), runs)):
-                done += len(idx)
-                if progress:
-                    progress(done, len(texts))
+            finished = self._pool().map(lambda idx: run(idx, single) or idx, runs)
         else:
-            for idx in runs:
-                run(idx, self.session_for(len(idx)))
-                done += len(idx)
-                if progress:
-                    progress(done, len(texts))
+            finished = (run(idx, self.session_for(len(idx))) or idx for idx in runs)
+        done = 0
+        for idx in finished:  # in order, each as its run ends
+            done += len(idx)
+            if progress:
+                progress(done, len(texts))
         if tokens:
             for j, row in enumerate(rows):
                 row["sentence_embedding"] = out[j]
