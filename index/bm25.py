@@ -161,7 +161,11 @@ class KeywordBuilder:
 
     def add_terms(self, terms: Iterable[str]) -> None:
         vocab = self.vocab
-        self.postings.add([vocab.setdefault(w, len(vocab)) for w in terms])
+        terms = terms if isinstance(terms, list) else list(terms)
+        ids = list(map(vocab.get, terms))  # most terms are known once a corpus is under way: a loop in C
+        if None in ids:  # new terms take the next ids in the order they first come
+            ids = [vocab.setdefault(w, len(vocab)) if i is None else i for w, i in zip(terms, ids)]
+        self.postings.add(ids)
 
     def finish(self) -> KeywordIndex:
         """The index of every chunk added (the postings are let go as they are read)."""

@@ -10,6 +10,7 @@ import logging
 import os
 import pickle
 import re
+import stat
 import tempfile
 import tomllib
 from collections import Counter
@@ -728,25 +729,38 @@ def scan(docs_dir: Path, exclude: Iterable[Path] = ()) -> tuple[list[Path], list
             else:
                 keep.append(d)
         dirs[:] = keep
+        # strings and one lstat a file, not Path objects and realpath's lstat per folder of the path: a third of
+        # the time on SciFact's 5,183 files
+        folder = rel_of(root)
         for name in sorted(names):
-            path = Path(root) / name
-            rel = rel_of(path)
             if name.startswith(".") or name.endswith(SIDECAR_SUFFIX) or name in IGNORED_NAMES:
                 continue
-            if path.suffix.lower() not in SUPPORTED:
-                warnings.append(f"{rel}: unsupported file type '{path.suffix or '(none)'}'; skipped")
+            rel = name if folder == "." else f"{folder}/{name}"
+            if os.path.splitext(name)[1].lower() not in SUPPORTED:
+                suffix = PurePosixPath(name).suffix
+                warnings.append(f"{rel}: unsupported file type '{suffix or '(none)'}'; skipped")
                 continue
-            target = os.path.realpath(path)
-            if not inside(target):
-                warnings.append(f"{rel}: link to a file outside the docs folder; skipped")
-                continue
-            if not path.is_file():
+            path = os.path.join(root, name)
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                mode = 0
+            if stat.S_ISLNK(mode):
+                target = os.path.realpath(path)
+                if not inside(target):
+                    warnings.append(f"{rel}: link to a file outside the docs folder; skipped")
+                    continue
+                regular = os.path.isfile(path)
+            else:  # not a link, in a folder inside the docs folder: its real path is its folder's and its name
+                target, regular = os.path.join(real, name), stat.S_ISREG(mode)
+            if not regular:
                 warnings.append(f"{rel}: not a regular file; skipped")
                 continue
-            seen_files.setdefault(target, []).append(path)
+            seen_files.setdefault(target, []).append(Path(path))
     # a file reached twice (a link inside the folder to another file of it) is read once, under its own name
     for target, paths in seen_files.items():
-        paths.sort(key=lambda p: (os.path.islink(p), rel_of(p)))
+        if len(paths) > 1:
+            paths.sort(key=lambda p: (os.path.islink(p), rel_of(p)))
         files.append(paths[0])
         warnings.extend(f"{rel_of(p)}: the same file as {rel_of(paths[0])} (a link); skipped" for p in paths[1:])
     return files, warnings

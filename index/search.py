@@ -131,7 +131,7 @@ def shingles(text: str, n: int = SHINGLE) -> frozenset[int]:
 
 def overlap(a: frozenset, b: frozenset) -> float:
     """Share of the smaller set found in the other (the overlap coefficient): 1.0 when one contains the other."""
-    if not a or not b:
+    if not a or not b or a.isdisjoint(b):  # (most pairs: no set made for them)
         return 0.0
     return len(a & b) / min(len(a), len(b))
 

@@ -205,6 +205,31 @@ def test_pool_spans_averages_the_tokens_inside_each_span():
     assert np.allclose(out[0], [1, 0]) and np.allclose(out[1], [0, 1]) and not out[2].any()
 
 
+def test_pool_spans_gives_the_same_bits_as_the_mean_of_a_mask():
+    """Each span's tokens are found as a run of rows (the pieces' offsets ascend); the vectors are the plain
+    mask-and-mean ones bit for bit, empty pieces, special tokens, overlapping and empty spans included."""
+    import numpy as np
+    from index.embedding import pool_spans
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n = int(rng.integers(2, 60))
+        starts = np.sort(rng.integers(0, 300, n))
+        ends = starts + rng.integers(0, 6, n)  # a width of 0: an empty piece, never pooled
+        offsets = np.stack([starts, ends], axis=1)
+        special = (rng.random(n) < 0.1).astype(np.int64)
+        tokens = rng.normal(size=(n, 8)).astype(np.float32)
+        spans = [tuple(sorted(map(int, rng.integers(0, 320, 2)))) for _ in range(int(rng.integers(1, 8)))]
+        shift = int(rng.integers(0, 3))
+        expected = np.zeros((len(spans), 8), dtype=np.float32)
+        real = (special == 0) & (ends > starts)
+        for k, (s, e) in enumerate(spans):
+            inside = real & (starts + shift >= s) & (starts + shift < e)
+            if inside.any():
+                v = tokens[inside].mean(0)
+                expected[k] = v / float(np.linalg.norm(v))
+        assert np.array_equal(pool_spans(tokens, offsets, special, spans, shift), expected)
+
+
 def test_a_build_written_in_small_batches_matches_one_batch(docs_copy, tmp_path, embedder, monkeypatch):
     """The build embeds and writes EMBED_BATCH chunks at a time: with batches of 4 (reused and new chunks mixed
     inside them after an edit) every chunk keeps its own vector and sentence row, and progress adds up."""
