@@ -48,9 +48,9 @@ def add_commands(sub) -> dict:
     p.add_argument("--in-process", action="store_true", help="time queries in this process (no cold start)")
     p.add_argument("--json", action="store_true", help="print one JSON object per size")
     p.add_argument("--corpus", metavar="DIR", help="instead: build this folder of documents as `citebot index` does "
-                   "and time it against raw model.encode of the same chunks, alternating (--rounds)")
+                   "and time it against raw model.encode of the same chunks, each build batch paired with one")
     p.add_argument("--rounds", type=int, default=2, metavar="N",
-                   help="with --corpus: builds, each followed by a raw encode (default: 2)")
+                   help="with --corpus: how many builds (default: 2)")
     return {"bench": cmd_bench}
 
 

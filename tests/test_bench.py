@@ -40,25 +40,46 @@ def test_bench_tiny_corpus_with_hnsw_forced(embedder, docs_copy, tmp_path):
     assert "build stages (full size, synthetic vectors): loading" in format_result(result)
 
 
-def test_bench_of_a_real_folder_alternates_builds_with_raw_encodes(embedder, docs_copy, tmp_path, capsys):
-    """`citebot bench --corpus DIR`: the folder built as `citebot index` builds it, each build followed by raw
-    model.encode of its chunks; each build compared with the raw runs either side of it."""
+def test_bench_of_a_real_folder_pairs_each_encoder_call_with_a_raw_encode(embedder, docs_copy, tmp_path, capsys):
+    """`citebot bench --corpus DIR`: the folder built as `citebot index` builds it, each build batch's encoder
+    call paired with a raw model.encode of the same chunks, timed apart from the build."""
     from bot.cli import CliError, build_parser
     from bot.cli_bench import cmd_bench
-    from index.bench import bench_corpus, format_corpus_result
+    from index import build
+    from index.bench import PairedEmbedder, TimedEmbedder, bench_corpus, format_corpus_result
     from index.kb import KnowledgeBase
     cfg = make_config(tmp_path / "unused", tmp_path / "unused-index")
-    r = bench_corpus(cfg, embedder, docs_copy, rounds=2, workdir=tmp_path / "bench")
-    assert (r["documents"], r["word_pieces"]) == (5, sum(c.tokens for c in _seed_chunks(embedder)))
-    first, second = r["rounds"]
-    assert len(first["raw_chunks_per_s"]) == 1 and len(second["raw_chunks_per_s"]) == 2  # the raw runs around it
-    assert second["raw_chunks_per_s"][0] == first["raw_chunks_per_s"][0]
-    for run in (first, second):
-        assert run["build_vs_raw"] == pytest.approx(run["build_chunks_per_s"] / np.mean(run["raw_chunks_per_s"]),
-                                                    abs=2e-3)
+    calls: list[tuple[str, int]] = []  # ("raw" or "build", texts), in order
+    real_raw, real_build = PairedEmbedder._raw, TimedEmbedder.encode_passages
+
+    def raw(self, texts):
+        calls.append(("raw", len(texts)))
+        return real_raw(self, texts)
+
+    def build_call(self, texts, *a, **kw):
+        calls.append(("build", len(texts)))
+        return real_build(self, texts, *a, **kw)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(PairedEmbedder, "_raw", raw)
+        mp.setattr(TimedEmbedder, "encode_passages", build_call)
+        mp.setattr(build, "EMBED_BATCH", 8)  # several build batches: raw calls before and after theirs
+        r = bench_corpus(cfg, embedder, docs_copy, rounds=2, workdir=tmp_path / "bench")
+    seeds = _seed_chunks(embedder)
+    chunks = len(seeds)
+    assert (r["documents"], r["chunks"], r["word_pieces"]) == (5, chunks, sum(c.tokens for c in seeds))
+    # each build batch's call paired with a raw call of as many texts, the raw one after it, then before it, ...
+    rounds = [calls[:len(calls) // 2], calls[len(calls) // 2:]]
+    for made in rounds:
+        pairs = [made[i:i + 2] for i in range(0, len(made), 2)]
+        assert len(pairs) >= 3 and [p[0][0] for p in pairs] == ["build", "raw"] * (len(pairs) // 2) + ["build"] * (len(pairs) % 2)
+        assert all(a[1] == b[1] <= 8 for a, b in pairs) and sum(p[0][1] for p in pairs) == chunks
+    for run in r["rounds"]:
+        assert run["build_vs_raw"] == pytest.approx(run["build_chunks_per_s"] / run["raw_chunks_per_s"], abs=2e-3)
+        assert run["raw_chunks_per_s"] == pytest.approx(chunks / run["raw_s"], rel=2e-2)
         assert 0 < run["encoder_s"] < run["build_s"] and {"chunking", "embedding", "calibrating"} <= set(run["stages_s"])
-    assert r["build_vs_raw"] == second["build_vs_raw"] and not (tmp_path / "unused-index").exists()
-    assert "build 2:" in format_corpus_result(r) and "= " in format_corpus_result(r)
+        assert run["stages_s"]["embedding"] < run["build_s"]  # the raw calls left out
+    assert r["build_vs_raw"] == r["rounds"][1]["build_vs_raw"] and not (tmp_path / "unused-index").exists()
+    assert "build 2:" in format_corpus_result(r) and "beside it = " in format_corpus_result(r)
     kb = KnowledgeBase(cfg, embedder=embedder)
     with pytest.raises(CliError, match="not a folder"):
         cmd_bench(kb, build_parser().parse_args(["bench", "--corpus", str(tmp_path / "nowhere")]))
