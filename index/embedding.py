@@ -269,7 +269,7 @@ class Embedder:
         batch = batch_size or self.cfg.batch_size
         model = self.model
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not progress:  # one call: the model sorts by length itself
+        if not progress:  # one call: the model orders by length itself
             if len(texts):
                 out[:] = model.encode(list(texts), batch_size=batch, normalize_embeddings=True,
                                       convert_to_numpy=True, show_progress_bar=False)

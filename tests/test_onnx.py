@@ -116,21 +116,67 @@ def test_a_batchs_runs_side_by_side_give_the_vectors_of_one_run_at_a_time(onnx_e
     assert all(np.array_equal(a, b) for a, b in zip(side[1], alone[1]))
 
 
-def test_passages_pooled_as_each_run_ends_are_those_of_slices(onnx_embedder, monkeypatch):
+def test_passages_pooled_as_each_run_ends_are_those_pooled_after(onnx_embedder, monkeypatch):
     """`encode_passages` with the int8 encoder: one call, each text pooled on the worker that ran it as its run
-    ends, with progress as runs finish; the same runs as slices of 256, so every vector is the same, bit for bit."""
+    ends, with progress as runs finish: the vectors of `encode` and the sentence vectors pooled afterwards from
+    the token outputs of the same runs, bit for bit."""
     from index.chunking import split_sentences
+    from index.embedding import pool_spans
     monkeypatch.setattr(onnx_embedder.model, "threads", 2)
-    texts = [DOCS_TEXT[i:i + 40 + (i * 7) % 260] for i in range(0, 300 * 13, 13)]  # 300: two slices of the old way
+    texts = [DOCS_TEXT[i:i + 40 + (i * 7) % 260] for i in range(0, 300 * 13, 13)]
     spans = [split_sentences(t) for t in texts]
     steps = []
     streamed = onnx_embedder.encode_passages(texts, spans, progress=lambda done, total: steps.append((done, total)))
     assert steps == sorted(steps) and len(steps) > 2 and steps[-1] == (300, 300)
-    monkeypatch.setattr(onnx_embedder.model, "pools_as_it_runs", False)
-    sliced = onnx_embedder.encode_passages(texts, spans)
-    assert np.array_equal(streamed[0], sliced[0])
-    assert all(np.array_equal(a, b) for a, b in zip(streamed[1], sliced[1]))
+    rows = onnx_embedder.model.encode(texts, batch_size=onnx_embedder.cfg.batch_size, output_value=None)
+    after = [pool_spans(r["token_embeddings"], r["offset_mapping"], r["special_tokens_mask"], sp, len(t) - len(t.lstrip()))
+             for r, sp, t in zip(rows, spans, texts)]
+    assert all(np.array_equal(a, b) for a, b in zip(streamed[1], after))
+    assert np.array_equal(streamed[0], np.stack([r["sentence_embedding"] for r in rows]))
     assert np.array_equal(streamed[0], onnx_embedder.encode(texts))  # and the vectors of `encode`
+
+
+def test_runs_hold_texts_of_like_length_in_word_pieces_padded_as_the_tokenizer_pads(onnx_embedder, monkeypatch):
+    """The int8 encoder tokenizes a block of texts once, then makes its runs of texts of like length in word
+    pieces, longest first; each run is padded to its longest text exactly as the tokenizer itself pads."""
+    from index import onnx_encoder
+    model = onnx_embedder.model
+    monkeypatch.setattr(onnx_encoder, "BLOCK_TEXTS", 40)  # two blocks and a bit
+    texts = [("word " * (3 + (i * 37) % 90)).strip() + "." if i % 3 else DOCS_TEXT[i * 50:i * 50 + 400]
+             for i in range(90)]
+    session = model.session_for(1)
+    feeds = []
+    real = session.run
+
+    def run(names, feed):
+        feeds.append({k: v.copy() for k, v in feed.items()})
+        return real(names, feed)
+    monkeypatch.setattr(model, "threads", 1)  # one run at a time, in order
+    monkeypatch.setattr(session, "run", run)
+    monkeypatch.setattr(model, "session_for", lambda n: session)
+    vectors = model.encode(texts, batch_size=32)
+    assert len(feeds) == 5 + 5 + 2  # blocks of 40, 40 and 10 texts; runs of 8
+    width = [f["attention_mask"].sum(1) for f in feeds]
+    for block in (width[:5], width[5:10], width[10:]):  # longest first within a block, across its runs
+        assert (np.diff(np.concatenate(block)) <= 0).all()
+    text_of = {tuple(model._unpadded.encode(t).ids): t for t in texts}
+    seen = []
+    for f in feeds:  # each run exactly as the padded tokenizer gives the same texts
+        run_texts = [text_of[tuple(r[m == 1])] for r, m in zip(f["input_ids"], f["attention_mask"])]
+        padded = model._tokenize.encode_batch(run_texts)
+        assert np.array_equal(f["input_ids"], [e.ids for e in padded])
+        assert np.array_equal(f["attention_mask"], [e.attention_mask for e in padded])
+        assert np.array_equal(f["token_type_ids"], [e.type_ids for e in padded])
+        seen += run_texts
+    assert sorted(seen) == sorted(texts)
+    rows = model.encode(texts, output_value=None)  # token outputs: each text's own offsets and special flags, unpadded
+    for t, r in zip(texts, rows):
+        e = model._unpadded.encode(t.strip())  # offsets into the stripped text, as documented
+        assert np.array_equal(r["offset_mapping"], np.array(e.offsets).reshape(-1, 2))
+        assert np.array_equal(r["special_tokens_mask"], e.special_tokens_mask)
+        assert len(r["token_embeddings"]) == len(e.ids)
+    alone = np.stack([model.encode([t])[0] for t in texts[:3]])
+    assert np.allclose(vectors[:3], alone, atol=0.05)  # padding and run mates change an int8 vector a little only
 
 
 def test_the_batch_tokenizer_gives_what_transformers_gives(onnx_embedder):
