@@ -332,7 +332,7 @@ class OnnxEncoder:
         step = max(1, min(batch_size, RUN_TEXTS))
         pad_id = self._pad_id
 
-        def run(idx: np.ndarray, pieces: list, session) -> None:
+        def run(idx: list[int], pieces: dict, session) -> None:
             lengths = [len(pieces[j].ids) for j in idx]
             n, width = len(idx), max(lengths)
             ids = np.full((n, width), pad_id, dtype=np.int64)
