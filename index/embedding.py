@@ -252,11 +252,12 @@ class Embedder:
                                  return_attention_mask=False, return_token_type_ids=False, verbose=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
-    @staticmethod
-    def _slices(texts: Sequence[str], step: int, progress: Callable[[int, int], None] | None):
-        """Row indices of `texts` in slices of `step`, longest texts first over all of them (not only within
-        a slice: batches of like lengths pad less); `progress(done, total)` after each slice is used."""
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+    def _slices(self, texts: Sequence[str], step: int, progress: Callable[[int, int], None] | None):
+        """Row indices of `texts` in slices of `step`, the longest in word pieces first over all of them: a slice
+        then holds texts of like length in word pieces, so the model's batches of it pad little, although
+        sentence-transformers orders each call's texts by characters; `progress(done, total)` after each slice
+        is used."""
+        order = np.argsort([-n for n in self.count([str(t) for t in texts])], kind="stable")
         for i in range(0, len(texts), step):
             rows = order[i:i + step]
             yield rows

@@ -230,6 +230,17 @@ def test_pool_spans_gives_the_same_bits_as_the_mean_of_a_mask():
         assert np.array_equal(pool_spans(tokens, offsets, special, spans, shift), expected)
 
 
+def test_slices_for_the_model_hold_texts_of_like_length_in_word_pieces(embedder):
+    """Texts go to sentence-transformers (the torch backend) in slices ordered by word pieces, longest first,
+    not by characters: a long word is one text's many pieces, short words another's few."""
+    texts = ["a b c d e f g h i j k l", "internationalisation's counterrevolutionaries", "police", "x y"]
+    counts = embedder.count(texts)
+    assert len(texts[1]) > len(texts[0]) and counts[1] != counts[0]  # the two orders differ
+    rows = [int(i) for part in embedder._slices(texts, 2, None) for i in part]
+    assert sorted(rows) == [0, 1, 2, 3]
+    assert [counts[i] for i in rows] == sorted(counts, reverse=True)
+
+
 def test_a_build_written_in_small_batches_matches_one_batch(docs_copy, tmp_path, embedder, monkeypatch):
     """The build embeds and writes EMBED_BATCH chunks at a time: with batches of 4 (reused and new chunks mixed
     inside them after an edit) every chunk keeps its own vector and sentence row, and progress adds up."""
