@@ -178,17 +178,12 @@ def _pad_token(model_dir: Path) -> str | None:
     return None
 
 
-def copy_tokenizer(tok):
-    """A `tokenizers.Tokenizer` configured as `tok` (truncation and padding included), to reconfigure alone."""
-    from tokenizers import Tokenizer
-    return Tokenizer.from_str(tok.to_str())
-
-
 def batch_tokenizer(model_dir: Path, max_seq_length: int):
     """The model's Rust tokenizer set up once as sentence-transformers calls it (truncation at
     `max_seq_length`, special tokens included; padding to the longest text of the batch with the pad token):
     the same ids as the transformers tokenizer's `__call__` (tested), without importing transformers and torch
-    (~3 s of a cold start on 2 cores), and never reconfigured, so threads can share it."""
+    (~3 s of a cold start on 2 cores). `OnnxEncoder` turns its padding off once, before any thread uses it (it
+    pads each run itself, as this padding would), and never reconfigures it again, so threads can share it."""
     tok = tokenizer_file(model_dir)
     pad = _pad_token(model_dir)
     if tok is None:  # no tokenizer.json: take the Rust core of the tokenizer transformers makes
@@ -221,8 +216,7 @@ class OnnxEncoder:
         self.threads = threads
         self._tokenize = batch_tokenizer(model_dir, max_seq_length)
         self._pad_id = int((self._tokenize.padding or {}).get("pad_id", 0))
-        self._unpadded = copy_tokenizer(self._tokenize)  # `encode` pads each run itself, to its own longest text
-        self._unpadded.no_padding()
+        self._tokenize.no_padding()  # `encode` pads each run itself, as this tokenizer padded (tested), to its longest text
         self._hf_tokenizer = None
         self._sessions: dict[int, object] = {}
         self._workers = None  # the threads a batch's runs go side by side on (`_pool`)
@@ -297,10 +291,10 @@ class OnnxEncoder:
         """Each text's word pieces (a `tokenizers.Encoding`, truncated to the model's window, not padded), the
         texts cut into one contiguous part a worker when `parallel` (the tokenizer lets go of the GIL)."""
         if not parallel or len(texts) < 2 * RUN_TEXTS:
-            return self._unpadded.encode_batch(texts)
+            return self._tokenize.encode_batch(texts)
         size = -(-len(texts) // self.threads)
         parts = [texts[i:i + size] for i in range(0, len(texts), size)]
-        return [e for part in self._pool().map(self._unpadded.encode_batch, parts) for e in part]
+        return [e for part in self._pool().map(self._tokenize.encode_batch, parts) for e in part]
 
     def get_sentence_embedding_dimension(self) -> int:
         return self._dim

@@ -159,11 +159,12 @@ def test_runs_hold_texts_of_like_length_in_word_pieces_padded_as_the_tokenizer_p
     width = [f["attention_mask"].sum(1) for f in feeds]
     for block in (width[:5], width[5:10], width[10:]):  # longest first within a block, across its runs
         assert (np.diff(np.concatenate(block)) <= 0).all()
-    text_of = {tuple(model._unpadded.encode(t).ids): t for t in texts}
+    text_of = {tuple(model._tokenize.encode(t).ids): t for t in texts}
+    padding = onnx_encoder.batch_tokenizer(model.model_dir, model.max_seq_length)  # as sentence-transformers pads
     seen = []
     for f in feeds:  # each run exactly as the padded tokenizer gives the same texts
         run_texts = [text_of[tuple(r[m == 1])] for r, m in zip(f["input_ids"], f["attention_mask"])]
-        padded = model._tokenize.encode_batch(run_texts)
+        padded = padding.encode_batch(run_texts)
         assert np.array_equal(f["input_ids"], [e.ids for e in padded])
         assert np.array_equal(f["attention_mask"], [e.attention_mask for e in padded])
         assert np.array_equal(f["token_type_ids"], [e.type_ids for e in padded])
@@ -171,7 +172,7 @@ def test_runs_hold_texts_of_like_length_in_word_pieces_padded_as_the_tokenizer_p
     assert sorted(seen) == sorted(texts)
     rows = model.encode(texts, output_value=None)  # token outputs: each text's own offsets and special flags, unpadded
     for t, r in zip(texts, rows):
-        e = model._unpadded.encode(t.strip())  # offsets into the stripped text, as documented
+        e = model._tokenize.encode(t.strip())  # offsets into the stripped text, as documented
         assert np.array_equal(r["offset_mapping"], np.array(e.offsets).reshape(-1, 2))
         assert np.array_equal(r["special_tokens_mask"], e.special_tokens_mask)
         assert len(r["token_embeddings"]) == len(e.ids)
@@ -182,18 +183,21 @@ def test_runs_hold_texts_of_like_length_in_word_pieces_padded_as_the_tokenizer_p
 def test_the_batch_tokenizer_gives_what_transformers_gives(onnx_embedder):
     # the encoder tokenizes with the Rust tokenizer alone (no transformers import); it must match the
     # transformers tokenizer called as sentence-transformers calls it, padding and truncation included
+    from index.onnx_encoder import batch_tokenizer
     model = onnx_embedder.model
+    tokenize = batch_tokenizer(model.model_dir, model.max_seq_length)
     texts = [DOCS_TEXT, "", "Leicestershire Police", "21,200 crimes — “inadequate”, café naïve 東京 \u200b", "a " * 400]
     for batch in (texts, texts[1:3], texts[:1]):
         want = model.tokenizer(batch, padding=True, truncation="longest_first", max_length=model.max_seq_length,
                                return_tensors="np", return_offsets_mapping=True, return_special_tokens_mask=True)
-        got = model._tokenize.encode_batch(batch)
+        got = tokenize.encode_batch(batch)
         assert np.array_equal(want["input_ids"], [e.ids for e in got])
         assert np.array_equal(want["attention_mask"], [e.attention_mask for e in got])
         assert np.array_equal(want["token_type_ids"], [e.type_ids for e in got])
         assert np.array_equal(want["special_tokens_mask"], [e.special_tokens_mask for e in got])
         assert np.array_equal(want["offset_mapping"], [e.offsets for e in got])
-    assert len(model._tokenize.encode_batch([DOCS_TEXT])[0].ids) == model.max_seq_length  # truncated, not 128
+    assert len(tokenize.encode_batch([DOCS_TEXT])[0].ids) == model.max_seq_length  # truncated, not 128
+    assert len(model._tokenize.encode(DOCS_TEXT).ids) == model.max_seq_length  # the encoder's own, too
 
 
 def test_missing_onnxruntime_is_a_clear_error(monkeypatch):
