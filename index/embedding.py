@@ -302,7 +302,7 @@ class Embedder:
         if getattr(self.model, "pools_as_it_runs", False):
             # the int8 encoder hands each text over as its run ends, on the worker that ran it: one call, so no
             # worker waits for the other at the end of every slice, and the pooling overlaps the model's runs
-            # (the runs, so the vectors, are the same as in slices: PERFORMANCE.md, "Build speed")
+            # (the runs, so the vectors, are those of `encode` on the same texts: PERFORMANCE.md, "Build speed")
             texts = [str(t) for t in texts]
             if texts:
                 self.model.encode(texts, batch_size=batch, output_value=None, progress=progress,
