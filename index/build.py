@@ -167,6 +167,11 @@ def make_faiss_index(vectors: np.ndarray, dim: int, cfg=None):
 CHUNK_IN_WORKERS_CHARS = 1_000_000
 CHUNK_WORKERS_MAX = 8
 CHUNK_BATCH_CHARS = 250_000
+# A batch whose result has not come CHUNK_TIMEOUT seconds plus one second a CHUNK_SLOWEST characters after the
+# build began to wait for it stops the build (a worker stuck on a file, or deadlocked): a batch takes about 0.1 s
+# (1-2M characters a second a worker on SciFact), so this is hundreds of times what a slow file needs
+CHUNK_TIMEOUT = 300.0
+CHUNK_SLOWEST = 10_000
 
 
 class SentenceSpans:
@@ -217,56 +222,85 @@ def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int, anal
     """`index.chunking.clean_and_chunk` over the spooled files in `workers` processes, in file order: (Document,
     chunks, each chunk's keyword terms by `analyzer` joined by spaces, characters read) per file, or (None, [],
     None, characters read) for a file that cleaning left empty (its warning added to the stream's, as the
-    stream itself does)."""
+    stream itself does). A worker that dies, or a batch that takes longer than its time (CHUNK_TIMEOUT), stops
+    the build with a BuildError naming what happened (and the file a stuck worker was on)."""
     import multiprocessing
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
     from index import chunking
+    from index.calibration import end_processes
 
-    def batches() -> Iterator[list[tuple]]:
+    def batches() -> Iterator[tuple[list[tuple], int]]:
         batch, size = [], 0
         for record in documents.records():
             batch.append(record)
             size += chars_read(record[2])
             if size >= CHUNK_BATCH_CHARS:
-                yield batch
+                yield batch, size
                 batch, size = [], 0
         if batch:
-            yield batch
+            yield batch, size
 
     # forked (why and where: `fork_workers`). The workers run only the cleaning and chunking code and a
     # tokenizer of their own, so no lock another thread of this process holds (the encoder's, the bot's) is
     # taken in them
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                             initializer=chunking.start_worker,
-                             initargs=(cfg.embedding, documents.common, cfg.chunking.max_tokens,
-                                       cfg.chunking.overlap_sentences, analyzer)) as pool:
-        todo, pending = batches(), deque()
-        try:
-            for batch in todo:
-                pending.append(pool.submit(chunking.clean_and_chunk, batch))
-                if len(pending) >= 2 * workers:
-                    break
-            while pending:
-                try:
-                    results = pending.popleft().result()
-                except BrokenProcessPool:  # a worker killed (out of memory?): this build stops, the last one stays
-                    raise BuildError("a process chunking the documents ended unexpectedly (out of memory?); the "
-                                     "index is unchanged. Build again; with embedding.threads = 1 the build chunks "
-                                     "in its own process") from None
-                for batch in todo:  # keep the workers fed while this batch is written
-                    pending.append(pool.submit(chunking.clean_and_chunk, batch))
-                    break
-                for rel, document, chunks, terms, raw in results:
-                    if document is None:
-                        documents.warnings.append(f"{rel}: {chunks}; skipped")
-                        yield None, [], None, raw
-                    else:
-                        yield document, chunks, terms, raw
-        finally:
-            for future in pending:
-                future.cancel()
+    context = multiprocessing.get_context("fork")
+    busy = context.Array("q", [-1] * (2 * workers))  # each worker's batch number and the file of it it is on
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=chunking.start_worker,
+                               initargs=(cfg.embedding, documents.common, cfg.chunking.max_tokens,
+                                         cfg.chunking.overlap_sentences, analyzer, busy, context.Value("i", 0)))
+    todo, pending, names = enumerate(batches()), deque(), {}
+
+    def submit() -> bool:
+        for number, (batch, size) in todo:
+            names[number] = [record[0] for record in batch]
+            pending.append((number, CHUNK_TIMEOUT + size / CHUNK_SLOWEST,
+                            pool.submit(chunking.clean_and_chunk, batch, number)))
+            return True
+        return False
+
+    def stuck_on(number: int) -> list[str]:
+        """The file of batch `number` a worker is on now (as it last said), if any."""
+        marks = busy[:]
+        return [names[number][i] for b, i in zip(marks[::2], marks[1::2]) if b == number and 0 <= i < len(names[b])]
+
+    ended = False
+    try:
+        while len(pending) < 2 * workers and submit():
+            pass
+        while pending:
+            number, seconds, future = pending.popleft()
+            try:
+                results = future.result(timeout=seconds)
+            except BrokenProcessPool:  # a worker killed (out of memory?): this build stops, the last one stays
+                raise BuildError("a process chunking the documents ended unexpectedly (out of memory?); the "
+                                 "index is unchanged. Build again; with embedding.threads = 1 the build chunks "
+                                 "in its own process") from None
+            except TimeoutError:  # a worker stuck (on a file, or deadlocked): end them all, this build stops
+                files = stuck_on(number)
+                end_processes(pool)
+                ended = True
+                if files:
+                    raise BuildError(f"cleaning and chunking {', '.join(files)} took more than {seconds:.0f} s and "
+                                     f"was stopped; the index is unchanged. Check that file or move it out of the "
+                                     f"documents folder, then build again") from None
+                raise BuildError(f"a process chunking the documents made no progress for {seconds:.0f} s and was "
+                                 f"stopped; the index is unchanged. Build again; with embedding.threads = 1 the "
+                                 f"build chunks in its own process") from None
+            del names[number]
+            submit()  # keep the workers fed while this batch is written
+            for rel, document, chunks, terms, raw in results:
+                if document is None:
+                    documents.warnings.append(f"{rel}: {chunks}; skipped")
+                    yield None, [], None, raw
+                else:
+                    yield document, chunks, terms, raw
+    finally:
+        for _, _, future in pending:
+            future.cancel()
+        if not ended:
+            pool.shutdown()
 
 
 def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress: Progress | None = None,

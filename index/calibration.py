@@ -99,6 +99,17 @@ def threshold(bank: list[float], pseudo: list[float]) -> float:
     return round(min(low + BETWEEN * max(0.0, high - low), high), 4)
 
 
+def end_processes(pool) -> None:
+    """End a `ProcessPoolExecutor`'s processes now instead of waiting for them (one has died or hangs): before
+    Python 3.14's `terminate_workers` there is no public way."""
+    processes = list((pool._processes or {}).values())
+    for process in processes:
+        process.kill()
+    for process in processes:
+        process.join(5)  # reaped, not left as zombies
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 class Workers:
     """Computes evidence scores (`Searcher.evidence_of`) in `n` processes forked from this one, each with the
     searcher as it stood (its snapshot given a SQLite connection of its own: `Snapshot.in_forked_child`), a
@@ -126,11 +137,7 @@ class Workers:
         if exc_type is None:
             self.pool.shutdown()
             return
-        # a worker died, hung or could not be reached: end them all now rather than wait for them (before
-        # Python 3.14's terminate_workers there is no public way)
-        for process in list((self.pool._processes or {}).values()):
-            process.kill()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        end_processes(self.pool)  # a worker died, hung or could not be reached: end them all now
 
 
 EVIDENCE_BATCH = 25

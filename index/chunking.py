@@ -210,26 +210,43 @@ _worker: dict = {}
 
 
 def start_worker(embedding_cfg, common: frozenset[str], max_tokens: int, overlap: int,
-                 analyzer: Callable[[str], list[str]]) -> None:
+                 analyzer: Callable[[str], list[str]], busy=None, slots=None) -> None:
     """A chunking process's setup (`ProcessPoolExecutor` initializer): its own word-piece counter, made from
     the configuration as the build's own is (it reads only the model's tokenizer), the build's settings and
-    the keyword index's analyser (`index.bm25.Analyzer`: inherited, the worker being forked)."""
+    the keyword index's analyser (`index.bm25.Analyzer`: inherited, the worker being forked). `busy`: a shared
+    array of two integers a worker, where `clean_and_chunk` says which batch and which file of it it is on (the
+    worker's place in it taken from the shared counter `slots`), so the build can name a file a worker is stuck
+    on."""
     import signal
     from index.embedding import Embedder
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the build's to handle: it stops the workers
+    slot = None
+    if busy is not None and slots is not None:
+        with slots.get_lock():
+            slot, slots.value = slots.value, slots.value + 1
     _worker.update(counter=Embedder(embedding_cfg), common=common, max_tokens=max_tokens, overlap=overlap,
-                   analyzer=analyzer)
+                   analyzer=analyzer, busy=busy if slot is not None and 2 * slot < len(busy) else None, slot=slot)
 
 
-def clean_and_chunk(records: list[tuple]) -> list[tuple]:
+def _on(batch: int, item: int) -> None:
+    """Say which batch and which file of it this worker is on (-1, -1: none)."""
+    busy = _worker.get("busy")
+    if busy is not None:
+        slot = 2 * _worker["slot"]
+        busy[slot], busy[slot + 1] = batch, item
+
+
+def clean_and_chunk(records: list[tuple], batch: int = -1) -> list[tuple]:
     """In a chunking process: each spooled file (`DocumentStream.records`) cleaned into its Document and
     chunked, as the build does it in its own process, and each chunk's keyword terms analysed (joined by
     spaces: one string a chunk is quicker to send than a list). Per record (name, Document, chunks, terms,
-    characters read), or (name, None, why it was skipped, None, characters read)."""
+    characters read), or (name, None, why it was skipped, None, characters read). `batch`: the build's number
+    for these records, said with each file's place as the worker comes to it (`start_worker`)."""
     from index.documents import LoadError, chars_read, make_document
     out = []
     analyzer = _worker["analyzer"]
-    for rel, path, lines, meta in records:
+    for item, (rel, path, lines, meta) in enumerate(records):
+        _on(batch, item)
         raw = chars_read(lines)
         try:
             document = make_document(rel, path, lines, meta, _worker["common"])
@@ -238,4 +255,5 @@ def clean_and_chunk(records: list[tuple]) -> list[tuple]:
             continue
         chunks = chunk_document(document, _worker["counter"], _worker["max_tokens"], _worker["overlap"])
         out.append((rel, document, chunks, [" ".join(analyzer(c.text)) for c in chunks], raw))
+    _on(-1, -1)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -366,7 +367,7 @@ def test_a_large_corpus_is_cleaned_and_chunked_in_worker_processes_with_the_same
     assert shared.added == alone.added and "only-an-advert.txt" not in shared.added
 
 
-def _chunking_worker_dies(records):
+def _chunking_worker_dies(records, batch=-1):
     import os
     os._exit(1)
 
@@ -384,3 +385,37 @@ def test_a_chunking_worker_that_dies_stops_the_build_with_a_clear_message(docs_c
     with pytest.raises(UserError, match="ended unexpectedly .* the index is unchanged"):
         kb.build(rebuild=True)
     assert kb.root.current() == before and kb.ask("crime recording", 3).passages
+
+
+STUCK = "2018_hmicfrs-crime-data-integrity-reinspection-press-release.txt"
+
+
+def _stuck_on_one_file(document, *args, **kwargs):
+    from index import chunking
+    if document.doc == STUCK:
+        time.sleep(120)  # far past the test's time limit: the build must not wait for it
+    return chunking._real_chunk_document(document, *args, **kwargs)
+
+
+def test_a_chunking_worker_stuck_on_a_file_is_stopped_and_the_file_named(docs_copy, tmp_path, embedder,
+                                                                         monkeypatch):
+    import multiprocessing
+    from index import build, chunking
+    from index.kb import UserError
+    kb = new_kb(docs_copy, tmp_path, embedder)
+    kb.build()
+    before = kb.root.current()
+    monkeypatch.setattr(build, "CHUNK_IN_WORKERS_CHARS", 0)
+    monkeypatch.setattr(build, "CHUNK_BATCH_CHARS", 3000)  # several batches: the others finish
+    monkeypatch.setattr(build.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(build, "CHUNK_TIMEOUT", 3.0)
+    monkeypatch.setattr(build, "CHUNK_SLOWEST", 10 ** 9)
+    monkeypatch.setattr(chunking, "_real_chunk_document", chunking.chunk_document, raising=False)
+    monkeypatch.setattr(chunking, "chunk_document", _stuck_on_one_file)  # what the workers call
+    with pytest.raises(UserError, match=f"cleaning and chunking {STUCK} took more than 3 s and was stopped; "
+                                        "the index is unchanged"):
+        kb.build(rebuild=True)
+    assert not multiprocessing.active_children()  # the workers were ended, not left behind
+    assert kb.root.current() == before and kb.ask("crime recording", 3).passages
+    monkeypatch.setattr(chunking, "chunk_document", chunking._real_chunk_document)
+    assert kb.build(rebuild=True).chunks  # and the next build works
