@@ -102,12 +102,12 @@ def threshold(bank: list[float], pseudo: list[float]) -> float:
 def end_processes(pool) -> None:
     """End a `ProcessPoolExecutor`'s processes now instead of waiting for them (one has died or hangs): before
     Python 3.14's `terminate_workers` there is no public way."""
-    processes = list((pool._processes or {}).values())
-    for process in processes:
+    for process in list((pool._processes or {}).values()):
         process.kill()
-    for process in processes:
-        process.join(5)  # reaped, not left as zombies
-    pool.shutdown(wait=False, cancel_futures=True)
+    # then wait for the pool's own thread, which sees them gone, fails every unfinished future and reaps the
+    # processes (quick, now that they are dead); cancelling futures meanwhile races with it (Python 3.11 raises
+    # InvalidStateError in that thread)
+    pool.shutdown(wait=True)
 
 
 class Workers:
