@@ -372,15 +372,21 @@ def _chunking_worker_dies(records, batch=-1):
     os._exit(1)
 
 
-def test_a_chunking_worker_that_dies_stops_the_build_with_a_clear_message(docs_copy, tmp_path, embedder,
-                                                                          monkeypatch):
-    from index import build, chunking
-    from index.kb import UserError
+def _built_then_chunked_in_workers(docs_copy, tmp_path, embedder, monkeypatch):
+    """A knowledge base built once; its next build cleans and chunks docs/ in two worker processes."""
+    from index import build
     kb = new_kb(docs_copy, tmp_path, embedder)
     kb.build()
-    before = kb.root.current()
     monkeypatch.setattr(build, "CHUNK_IN_WORKERS_CHARS", 0)
     monkeypatch.setattr(build.os, "sched_getaffinity", lambda pid: {0, 1})
+    return kb, kb.root.current()
+
+
+def test_a_chunking_worker_that_dies_stops_the_build_with_a_clear_message(docs_copy, tmp_path, embedder,
+                                                                          monkeypatch):
+    from index import chunking
+    from index.kb import UserError
+    kb, before = _built_then_chunked_in_workers(docs_copy, tmp_path, embedder, monkeypatch)
     monkeypatch.setattr(chunking, "clean_and_chunk", _chunking_worker_dies)  # what the workers are sent
     with pytest.raises(UserError, match="ended unexpectedly .* the index is unchanged"):
         kb.build(rebuild=True)
@@ -402,12 +408,8 @@ def test_a_chunking_worker_stuck_on_a_file_is_stopped_and_the_file_named(docs_co
     import multiprocessing
     from index import build, chunking
     from index.kb import UserError
-    kb = new_kb(docs_copy, tmp_path, embedder)
-    kb.build()
-    before = kb.root.current()
-    monkeypatch.setattr(build, "CHUNK_IN_WORKERS_CHARS", 0)
+    kb, before = _built_then_chunked_in_workers(docs_copy, tmp_path, embedder, monkeypatch)
     monkeypatch.setattr(build, "CHUNK_BATCH_CHARS", 3000)  # several batches: the others finish
-    monkeypatch.setattr(build.os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setattr(build, "CHUNK_TIMEOUT", 3.0)
     monkeypatch.setattr(build, "CHUNK_SLOWEST", 10 ** 9)
     monkeypatch.setattr(chunking, "_real_chunk_document", chunking.chunk_document, raising=False)
