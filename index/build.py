@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import errno
@@ -265,7 +266,6 @@ def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int, anal
         marks = busy[:]
         return [names[number][i] for b, i in zip(marks[::2], marks[1::2]) if b == number and 0 <= i < len(names[b])]
 
-    ended = False
     try:
         while len(pending) < 2 * workers and submit():
             pass
@@ -277,10 +277,8 @@ def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int, anal
                 raise BuildError("a process chunking the documents ended unexpectedly (out of memory?); the "
                                  "index is unchanged. Build again; with embedding.threads = 1 the build chunks "
                                  "in its own process") from None
-            except TimeoutError:  # a worker stuck (on a file, or deadlocked): end them all, this build stops
+            except TimeoutError:  # a worker stuck (on a file, or deadlocked): this build stops
                 files = stuck_on(number)
-                end_processes(pool)
-                ended = True
                 if files:
                     raise BuildError(f"cleaning and chunking {', '.join(files)} took more than {seconds:.0f} s and "
                                      f"was stopped; the index is unchanged. Check that file or move it out of the "
@@ -296,11 +294,10 @@ def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int, anal
                     yield None, [], None, raw
                 else:
                     yield document, chunks, terms, raw
-    finally:
-        for _, _, future in pending:
-            future.cancel()
-        if not ended:
-            pool.shutdown()
+    except BaseException:  # stopped (a dead or stuck worker, an error while writing, Ctrl-C): end the workers now,
+        end_processes(pool)  # rather than wait for batches in flight, which a stuck worker would never finish
+        raise
+    pool.shutdown()
 
 
 def build_index(cfg: Config, embedder: Embedder, rebuild: bool = False, progress: Progress | None = None,
@@ -398,11 +395,12 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
             nonlocal done_chars
             workers = chunk_workers(cfg, embedder, documents)
             if workers > 1:
-                for document, chunks, terms, raw in _chunk_in_workers(cfg, documents, workers, keywords.analyzer):
-                    if document is None:  # skipped: its characters still count towards the bar
-                        done_chars += raw
-                        continue
-                    yield document, chunks, terms, raw
+                with contextlib.closing(_chunk_in_workers(cfg, documents, workers, keywords.analyzer)) as results:
+                    for document, chunks, terms, raw in results:
+                        if document is None:  # skipped: its characters still count towards the bar
+                            done_chars += raw
+                            continue
+                        yield document, chunks, terms, raw
                 return
             for document in documents:
                 raw, length = documents.current_chars, max(len(document.text), 1)
@@ -411,35 +409,39 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
                     progress=lambda offset: at(done_chars + raw * (CLEAN_SHARE + (1 - CLEAN_SHARE) * offset / length))
                 ), None, raw
 
-        for doc_id, (document, chunks, terms, raw) in enumerate(chunked()):
-            seen.add(document.doc)
-            before = old_docs.get(document.doc)
-            if before is None:
-                report.added.append(document.doc)
-            elif before.content_hash != document.content_hash:
-                report.changed.append(document.doc)
-            else:
-                report.unchanged.append(document.doc)
-            chunk_hashes = [c.hash for c in chunks]
-            writer.documents([{
-                "id": doc_id, "doc": document.doc, "kind": document.kind, "title": document.title,
-                "date": document.date.isoformat() if document.date else None, "url": document.url,
-                "content_hash": document.content_hash, "text": document.text,
-                "blocks": json.dumps([[b.start, b.end, b.page, b.section, b.line] for b in document.blocks]),
-                "removed": json.dumps(document.removed), "n_chunks": len(chunks)}])
-            writer.chunks({"id": len(hashes) + n, "doc_id": doc_id, "ord": c.ord, "start": c.start,
-                           "end": c.end, "tokens": c.tokens, "page": c.page, "section": c.section,
-                           "location": c.location, "text": c.text, "hash": h}
-                          for n, (c, h) in enumerate(zip(chunks, chunk_hashes)))
-            hashes.extend(chunk_hashes)
-            for n, c in enumerate(chunks):
-                sentences.add(c.sentences)
-                if terms is None:
-                    keywords.add(c.text)
+        stream = chunked()
+        try:
+            for doc_id, (document, chunks, terms, raw) in enumerate(stream):
+                seen.add(document.doc)
+                before = old_docs.get(document.doc)
+                if before is None:
+                    report.added.append(document.doc)
+                elif before.content_hash != document.content_hash:
+                    report.changed.append(document.doc)
                 else:
-                    keywords.add_terms(terms[n].split())
-            done_chars += raw
-            at(done_chars)
+                    report.unchanged.append(document.doc)
+                chunk_hashes = [c.hash for c in chunks]
+                writer.documents([{
+                    "id": doc_id, "doc": document.doc, "kind": document.kind, "title": document.title,
+                    "date": document.date.isoformat() if document.date else None, "url": document.url,
+                    "content_hash": document.content_hash, "text": document.text,
+                    "blocks": json.dumps([[b.start, b.end, b.page, b.section, b.line] for b in document.blocks]),
+                    "removed": json.dumps(document.removed), "n_chunks": len(chunks)}])
+                writer.chunks({"id": len(hashes) + n, "doc_id": doc_id, "ord": c.ord, "start": c.start,
+                               "end": c.end, "tokens": c.tokens, "page": c.page, "section": c.section,
+                               "location": c.location, "text": c.text, "hash": h}
+                              for n, (c, h) in enumerate(zip(chunks, chunk_hashes)))
+                hashes.extend(chunk_hashes)
+                for n, c in enumerate(chunks):
+                    sentences.add(c.sentences)
+                    if terms is None:
+                        keywords.add(c.text)
+                    else:
+                        keywords.add_terms(terms[n].split())
+                done_chars += raw
+                at(done_chars)
+        finally:  # on an error or Ctrl-C the chunking workers end now, not when the traceback is let go
+            stream.close()
         for warning in report.skipped:  # the front end shows them (once); logged here for -v
             log.info("%s", warning)
         n_docs = len(seen)

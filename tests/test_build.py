@@ -421,3 +421,50 @@ def test_a_chunking_worker_stuck_on_a_file_is_stopped_and_the_file_named(docs_co
     assert kb.root.current() == before and kb.ask("crime recording", 3).passages
     monkeypatch.setattr(chunking, "chunk_document", chunking._real_chunk_document)
     assert kb.build(rebuild=True).chunks  # and the next build works
+
+
+LAST = "hmicfrs-peel-public-contact-rated-adequate.txt"
+
+
+def _stuck_on_the_last_file(document, *args, **kwargs):
+    from index import chunking
+    if document.doc == LAST:
+        chunking._stuck_marker.touch()
+        time.sleep(120)
+    return chunking._real_chunk_document(document, *args, **kwargs)
+
+
+def test_a_build_stopped_while_a_chunking_worker_is_stuck_ends_the_workers_at_once(docs_copy, tmp_path, embedder,
+                                                                                   monkeypatch):
+    """An error while the chunks are written (or Ctrl-C) ends the workers at once: it does not wait for a batch
+    in flight, which a stuck worker would never finish (nor would the program's exit)."""
+    import multiprocessing
+    from index import build, chunking
+    kb, before = _built_then_chunked_in_workers(docs_copy, tmp_path, embedder, monkeypatch)
+    monkeypatch.setattr(build, "CHUNK_BATCH_CHARS", 3000)  # one batch a file, all four batches sent at once
+    marker = tmp_path / "a worker is stuck"
+    monkeypatch.setattr(chunking, "_stuck_marker", marker, raising=False)
+    monkeypatch.setattr(chunking, "_real_chunk_document", chunking.chunk_document, raising=False)
+    monkeypatch.setattr(chunking, "chunk_document", _stuck_on_the_last_file)
+
+    def stop(stage, done, total):  # the first file written, once a worker sits on the last one
+        if stage == "chunking" and done:
+            for _ in range(300):
+                if marker.exists():
+                    raise RuntimeError("stopped while writing")
+                time.sleep(0.1)
+
+    outcome = []
+
+    def build_and_stop():
+        try:
+            kb.build(rebuild=True, progress=stop)
+        except RuntimeError as exc:
+            outcome.append(str(exc))
+
+    thread = threading.Thread(target=build_and_stop)
+    thread.start()
+    thread.join(60)  # the worker sleeps for 120 s
+    assert not thread.is_alive() and outcome == ["stopped while writing"] and marker.exists()
+    assert not multiprocessing.active_children()
+    assert kb.root.current() == before
