@@ -266,34 +266,38 @@ def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int, anal
         marks = busy[:]
         return [names[number][i] for b, i in zip(marks[::2], marks[1::2]) if b == number and 0 <= i < len(names[b])]
 
+    def take(number: int, seconds: float, future) -> list[tuple]:
+        try:
+            return future.result(timeout=seconds)
+        except TimeoutError:  # a worker stuck (on a file, or deadlocked): this build stops
+            files = stuck_on(number)
+            if files:
+                raise BuildError(f"cleaning and chunking {', '.join(files)} took more than {seconds:.0f} s and was "
+                                 f"stopped; the index is unchanged. Check that file or move it out of the documents "
+                                 f"folder, then build again") from None
+            raise BuildError(f"a process chunking the documents made no progress for {seconds:.0f} s and was "
+                             f"stopped; the index is unchanged. Build again; with embedding.threads = 1 the build "
+                             f"chunks in its own process") from None
+
     try:
-        while len(pending) < 2 * workers and submit():
-            pass
-        while pending:
-            number, seconds, future = pending.popleft()
-            try:
-                results = future.result(timeout=seconds)
-            except BrokenProcessPool:  # a worker killed (out of memory?): this build stops, the last one stays
-                raise BuildError("a process chunking the documents ended unexpectedly (out of memory?); the "
-                                 "index is unchanged. Build again; with embedding.threads = 1 the build chunks "
-                                 "in its own process") from None
-            except TimeoutError:  # a worker stuck (on a file, or deadlocked): this build stops
-                files = stuck_on(number)
-                if files:
-                    raise BuildError(f"cleaning and chunking {', '.join(files)} took more than {seconds:.0f} s and "
-                                     f"was stopped; the index is unchanged. Check that file or move it out of the "
-                                     f"documents folder, then build again") from None
-                raise BuildError(f"a process chunking the documents made no progress for {seconds:.0f} s and was "
-                                 f"stopped; the index is unchanged. Build again; with embedding.threads = 1 the "
-                                 f"build chunks in its own process") from None
-            del names[number]
-            submit()  # keep the workers fed while this batch is written
-            for rel, document, chunks, terms, raw in results:
-                if document is None:
-                    documents.warnings.append(f"{rel}: {chunks}; skipped")
-                    yield None, [], None, raw
-                else:
-                    yield document, chunks, terms, raw
+        try:
+            while len(pending) < 2 * workers and submit():
+                pass
+            while pending:
+                number, seconds, future = pending.popleft()
+                results = take(number, seconds, future)
+                del names[number]
+                submit()  # keep the workers fed while this batch is written
+                for rel, document, chunks, terms, raw in results:
+                    if document is None:
+                        documents.warnings.append(f"{rel}: {chunks}; skipped")
+                        yield None, [], None, raw
+                    else:
+                        yield document, chunks, terms, raw
+        except BrokenProcessPool:  # a worker killed (out of memory?), seen by a result or a submit: this build stops
+            raise BuildError("a process chunking the documents ended unexpectedly (out of memory?); the index is "
+                             "unchanged. Build again; with embedding.threads = 1 the build chunks in its own "
+                             "process") from None
     except BaseException:  # stopped (a dead or stuck worker, an error while writing, Ctrl-C): end the workers now,
         end_processes(pool)  # rather than wait for batches in flight, which a stuck worker would never finish
         raise

@@ -99,15 +99,23 @@ def threshold(bank: list[float], pseudo: list[float]) -> float:
     return round(min(low + BETWEEN * max(0.0, high - low), high), 4)
 
 
-def end_processes(pool) -> None:
+def end_processes(pool, wait: float = 30.0) -> None:
     """End a `ProcessPoolExecutor`'s processes now instead of waiting for them (one has died or hangs): before
-    Python 3.14's `terminate_workers` there is no public way."""
+    Python 3.14's `terminate_workers` there is no public way. Its own thread then fails every unfinished future and
+    reaps the processes; this waits up to `wait` seconds for that."""
     for process in list((pool._processes or {}).values()):
         process.kill()
-    # then wait for the pool's own thread, which sees them gone, fails every unfinished future and reaps the
-    # processes (quick, now that they are dead); cancelling futures meanwhile races with it (Python 3.11 raises
-    # InvalidStateError in that thread)
-    pool.shutdown(wait=True)
+    results = getattr(pool, "_result_queue", None)
+    if results is not None:
+        # the pool never writes to its results pipe itself: with this end closed and the workers dead, a result a
+        # worker was killed halfway through sending reads as the pipe's end, instead of a wait for the rest forever
+        results._writer.close()
+    manager = getattr(pool, "_executor_manager_thread", None)
+    pool.shutdown(wait=False)  # (cancelling futures beside that thread races with it: InvalidStateError in 3.11)
+    if manager is not None:
+        manager.join(wait)
+        if manager.is_alive():
+            log.warning("a worker pool's thread did not end within %.0f s of its processes being killed", wait)
 
 
 class Workers:
