@@ -251,26 +251,21 @@ def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int, anal
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=chunking.start_worker,
                                initargs=(cfg.embedding, documents.common, cfg.chunking.max_tokens,
                                          cfg.chunking.overlap_sentences, analyzer, busy, context.Value("i", 0)))
-    todo, pending, names = enumerate(batches()), deque(), {}
+    todo, pending = enumerate(batches()), deque()  # pending: (batch number, its files' names, its time, future)
 
     def submit() -> bool:
         for number, (batch, size) in todo:
-            names[number] = [record[0] for record in batch]
-            pending.append((number, CHUNK_TIMEOUT + size / CHUNK_SLOWEST,
+            pending.append((number, [record[0] for record in batch], CHUNK_TIMEOUT + size / CHUNK_SLOWEST,
                             pool.submit(chunking.clean_and_chunk, batch, number)))
             return True
         return False
 
-    def stuck_on(number: int) -> list[str]:
-        """The file of batch `number` a worker is on now (as it last said), if any."""
-        marks = busy[:]
-        return [names[number][i] for b, i in zip(marks[::2], marks[1::2]) if b == number and 0 <= i < len(names[b])]
-
-    def take(number: int, seconds: float, future) -> list[tuple]:
+    def take(number: int, names: list[str], seconds: float, future) -> list[tuple]:
         try:
             return future.result(timeout=seconds)
         except TimeoutError:  # a worker stuck (on a file, or deadlocked): this build stops
-            files = stuck_on(number)
+            marks = busy[:]  # the file of this batch a worker is on now (as it last said), if any
+            files = [names[i] for b, i in zip(marks[::2], marks[1::2]) if b == number and 0 <= i < len(names)]
             if files:
                 raise BuildError(f"cleaning and chunking {', '.join(files)} took more than {seconds:.0f} s and was "
                                  f"stopped; the index is unchanged. Check that file or move it out of the documents "
@@ -284,9 +279,7 @@ def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int, anal
             while len(pending) < 2 * workers and submit():
                 pass
             while pending:
-                number, seconds, future = pending.popleft()
-                results = take(number, seconds, future)
-                del names[number]
+                results = take(*pending.popleft())
                 submit()  # keep the workers fed while this batch is written
                 for rel, document, chunks, terms, raw in results:
                     if document is None:
