@@ -51,6 +51,8 @@ def add_commands(sub) -> dict:
                    "and time it against raw model.encode of the same chunks, each build batch paired with one")
     p.add_argument("--rounds", type=int, default=2, metavar="N",
                    help="with --corpus: how many builds (default: 2)")
+    p.add_argument("--against", choices=("torch", "onnx-int8"),
+                   help="with --corpus: then build the folder as many times with this backend and compare the two")
     return {"bench": cmd_bench}
 
 
@@ -61,21 +63,35 @@ def cmd_bench(kb, args) -> int:
     for key, value in (("exact_below", args.exact_below), ("storage", args.storage), ("ef_search", args.ef_search)):
         if value is not None:
             setattr(cfg.vectors, key, value)
+    from bot.cli import CliError
     embedder = kb.embedder
     if args.backend and args.backend != cfg.embedding.backend:
         cfg.embedding.backend = args.backend
         embedder = Embedder(cfg.embedding)
+    if args.against and not args.corpus:
+        raise CliError("bench: --against compares two builds of a folder; give the folder with --corpus")
+    if args.against and args.against == cfg.embedding.backend:
+        raise CliError(f"bench: --against {args.against} is the backend being measured; choose the other one")
     if args.corpus:
+        import copy
         from pathlib import Path
-        from bot.cli import CliError
-        from index.bench import bench_corpus, format_corpus_result
+        from index.bench import bench_corpus, compare_backends, format_corpus_result
         from index.build import BuildError
         folder = Path(args.corpus).expanduser()
         if not folder.is_dir():
             raise CliError(f"bench: --corpus {args.corpus} is not a folder of documents")
+
+        def log(message: str) -> None:
+            print(message, file=sys.stderr, flush=True)
         try:
-            result = bench_corpus(cfg, embedder, folder, max(1, args.rounds), args.workdir and Path(args.workdir),
-                                  log=lambda message: print(message, file=sys.stderr, flush=True))
+            result = bench_corpus(cfg, embedder, folder, max(1, args.rounds), args.workdir and Path(args.workdir), log=log)
+            if args.against:
+                other = copy.deepcopy(cfg)
+                other.embedding.backend = args.against
+                log(f"the same builds with backend {args.against}")
+                result = compare_backends(result, bench_corpus(other, Embedder(other.embedding), folder,
+                                                               max(1, args.rounds), args.workdir and Path(args.workdir),
+                                                               log=log))
         except BuildError as exc:
             raise CliError(f"bench: {exc}") from None
         print(json.dumps(result) if args.json else format_corpus_result(result), flush=True)

@@ -667,8 +667,34 @@ def bench_corpus(base_cfg, embedder, folder: Path, rounds: int = 2, workdir: Pat
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def compare_backends(result: dict, other: dict) -> dict:
+    """`result` (a `bench_corpus` run) with `other` (the same folder built with another backend) under "against",
+    and "speedup": how many times the first backend's builds are as fast as the other's, in word pieces/s and
+    documents/s, from each side's median build time over its rounds (the same chunks either way)."""
+    def median_s(r: dict) -> float:
+        return statistics.median(run["build_s"] for run in r["rounds"])
+    mine, theirs = median_s(result), median_s(other)
+    pieces = (result["word_pieces"] / mine, other["word_pieces"] / theirs)
+    docs = (result["documents"] / mine, other["documents"] / theirs)
+    return {**result, "against": other, "speedup": {
+        "backends": [result["backend"], other["backend"]],
+        "word_pieces_per_s": [round(v) for v in pieces], "word_pieces_ratio": round(pieces[0] / pieces[1], 2),
+        "docs_per_s": [round(v, 1) for v in docs], "docs_ratio": round(docs[0] / docs[1], 2)}}
+
+
 def format_corpus_result(r: dict) -> str:
-    """A human-readable block for `bench_corpus`."""
+    """A human-readable block for `bench_corpus` (and the other backend's, with `compare_backends`)."""
+    lines = _corpus_lines(r)
+    if "against" in r:
+        s = r["speedup"]
+        lines += [f"  the same folder with backend {r['against']['backend']}:", *_corpus_lines(r["against"])[1:]]
+        lines.append(f"{s['backends'][0]} against {s['backends'][1]} (median builds): {s['word_pieces_per_s'][0]:,} "
+                     f"against {s['word_pieces_per_s'][1]:,} word pieces/s = {s['word_pieces_ratio']:.2f}x; "
+                     f"{s['docs_per_s'][0]:.1f} against {s['docs_per_s'][1]:.1f} docs/s")
+    return "\n".join(lines)
+
+
+def _corpus_lines(r: dict) -> list[str]:
     lines = [f"{r['corpus']}: {r['documents']:,} documents, {r['chunks']:,} chunks, {r['word_pieces']:,} word pieces"]
     for n, run in enumerate(r["rounds"], 1):
         lines.append(f"  build {n}: {run['build_s']:.1f} s, {run['build_chunks_per_s']:.1f} chunks/s "
@@ -679,7 +705,7 @@ def format_corpus_result(r: dict) -> str:
                                                               run["stages_s"].items()) + ")")
     lines.append(f"  machine: {r['machine']}; load average {r['load_average']}; backend {r['backend']}, "
                  f"{r['threads']} threads")
-    return "\n".join(lines)
+    return lines
 
 
 def run_bench(base_cfg, embedder, opts: BenchOptions, log: Callable[[str], None] = lambda s: None,

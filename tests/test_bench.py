@@ -88,6 +88,38 @@ def test_bench_of_a_real_folder_pairs_each_encoder_call_with_a_raw_encode(embedd
         cmd_bench(kb, build_parser().parse_args(["bench", "--corpus", str(tmp_path / "empty"), "--rounds", "1"]))
 
 
+def test_bench_of_a_real_folder_against_the_other_backend_in_one_run(embedder, docs_copy, tmp_path, capsys):
+    """`citebot bench --corpus DIR --against torch`: the same folder built with each backend in one run, and how
+    many times faster the first is, from each side's median build."""
+    import json
+    import statistics
+    from bot.cli import CliError, build_parser
+    from bot.cli_bench import cmd_bench
+    from index.kb import KnowledgeBase
+    kb = KnowledgeBase(make_config(tmp_path / "unused", tmp_path / "unused-index"), embedder=embedder)
+    args = ["bench", "--corpus", str(docs_copy), "--rounds", "2", "--workdir", str(tmp_path / "work")]
+    assert cmd_bench(kb, build_parser().parse_args([*args, "--against", "torch", "--json"])) == 0
+    r = json.loads(capsys.readouterr().out)
+    other = r["against"]
+    assert (r["backend"], other["backend"]) == ("onnx-int8", "torch") and len(other["rounds"]) == 2
+    assert (other["documents"], other["chunks"], other["word_pieces"]) == (r["documents"], r["chunks"], r["word_pieces"]) == (
+        5, len(_seed_chunks(embedder)), sum(c.tokens for c in _seed_chunks(embedder)))
+    mine = r["word_pieces"] / statistics.median(run["build_s"] for run in r["rounds"])
+    theirs = r["word_pieces"] / statistics.median(run["build_s"] for run in other["rounds"])
+    s = r["speedup"]
+    assert s["backends"] == ["onnx-int8", "torch"] and s["word_pieces_per_s"] == [round(mine), round(theirs)]
+    assert s["word_pieces_ratio"] == pytest.approx(mine / theirs, abs=0.006) and s["docs_ratio"] == pytest.approx(s["word_pieces_ratio"], abs=0.011)
+    assert all(run["raw_chunks_per_s"] > 0 for run in other["rounds"])  # torch's builds paired with raw torch encodes
+    from index.bench import format_corpus_result
+    text = format_corpus_result(r)
+    assert "the same folder with backend torch:" in text and f"= {s['word_pieces_ratio']:.2f}x" in text
+    assert text.count("build 2:") == 2 and "backend torch, " in text
+    with pytest.raises(CliError, match="--against compares two builds of a folder"):
+        cmd_bench(kb, build_parser().parse_args(["bench", "--against", "torch"]))
+    with pytest.raises(CliError, match="is the backend being measured"):
+        cmd_bench(kb, build_parser().parse_args([*args, "--against", "onnx-int8"]))
+
+
 def _seed_chunks(embedder):
     from index.chunking import chunk_document
     from index.documents import load_documents
