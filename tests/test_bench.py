@@ -102,8 +102,9 @@ def test_bench_of_a_real_folder_against_the_other_backend_in_one_run(embedder, d
     r = json.loads(capsys.readouterr().out)
     other = r["against"]
     assert (r["backend"], other["backend"]) == ("onnx-int8", "torch") and len(other["rounds"]) == 2
+    seeds = _seed_chunks(embedder)
     assert (other["documents"], other["chunks"], other["word_pieces"]) == (r["documents"], r["chunks"], r["word_pieces"]) == (
-        5, len(_seed_chunks(embedder)), sum(c.tokens for c in _seed_chunks(embedder)))
+        5, len(seeds), sum(c.tokens for c in seeds))
     mine = r["word_pieces"] / statistics.median(run["build_s"] for run in r["rounds"])
     theirs = r["word_pieces"] / statistics.median(run["build_s"] for run in other["rounds"])
     s = r["speedup"]
