@@ -230,7 +230,7 @@ def _chunk_in_workers(cfg: Config, documents: DocumentStream, workers: int, anal
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
     from index import chunking
-    from index.calibration import end_processes
+    from index.workers import end_processes
 
     def batches() -> Iterator[tuple[list[tuple], int]]:
         batch, size = [], 0

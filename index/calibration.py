@@ -99,25 +99,6 @@ def threshold(bank: list[float], pseudo: list[float]) -> float:
     return round(min(low + BETWEEN * max(0.0, high - low), high), 4)
 
 
-def end_processes(pool, wait: float = 30.0) -> None:
-    """End a `ProcessPoolExecutor`'s processes now instead of waiting for them (one has died or hangs): before
-    Python 3.14's `terminate_workers` there is no public way. Its own thread then fails every unfinished future and
-    reaps the processes; this waits up to `wait` seconds for that."""
-    for process in list((pool._processes or {}).values()):
-        process.kill()
-    results = getattr(pool, "_result_queue", None)
-    if results is not None:
-        # the pool never writes to its results pipe itself: with this end closed and the workers dead, a result a
-        # worker was killed halfway through sending reads as the pipe's end, instead of a wait for the rest forever
-        results._writer.close()
-    manager = getattr(pool, "_executor_manager_thread", None)
-    pool.shutdown(wait=False)  # (cancelling futures beside that thread races with it: InvalidStateError in 3.11)
-    if manager is not None:
-        manager.join(wait)
-        if manager.is_alive():
-            log.warning("a worker pool's thread did not end within %.0f s of its processes being killed", wait)
-
-
 class Workers:
     """Computes evidence scores (`Searcher.evidence_of`) in `n` processes forked from this one, each with the
     searcher as it stood (its snapshot given a SQLite connection of its own: `Snapshot.in_forked_child`), a
@@ -145,6 +126,7 @@ class Workers:
         if exc_type is None:
             self.pool.shutdown()
             return
+        from index.workers import end_processes
         end_processes(self.pool)  # a worker died, hung or could not be reached: end them all now
 
 

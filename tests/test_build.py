@@ -406,7 +406,7 @@ def test_ending_a_pool_whose_worker_is_killed_halfway_through_sending_a_result_d
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
-    from index.calibration import end_processes
+    from index.workers import end_processes
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
     marker = tmp_path / "sending"
     future = pool.submit(_sends_a_large_result, str(marker))
