@@ -83,15 +83,15 @@ def cmd_bench(kb, args) -> int:
 
         def log(message: str) -> None:
             print(message, file=sys.stderr, flush=True)
+        rounds, workdir = max(1, args.rounds), args.workdir and Path(args.workdir)
         try:
-            result = bench_corpus(cfg, embedder, folder, max(1, args.rounds), args.workdir and Path(args.workdir), log=log)
+            result = bench_corpus(cfg, embedder, folder, rounds, workdir, log=log)
             if args.against:
                 other = copy.deepcopy(cfg)
                 other.embedding.backend = args.against
                 log(f"the same builds with backend {args.against}")
-                result = compare_backends(result, bench_corpus(other, Embedder(other.embedding), folder,
-                                                               max(1, args.rounds), args.workdir and Path(args.workdir),
-                                                               log=log))
+                result = compare_backends(result, bench_corpus(other, Embedder(other.embedding), folder, rounds,
+                                                               workdir, log=log))
         except BuildError as exc:
             raise CliError(f"bench: {exc}") from None
         print(json.dumps(result) if args.json else format_corpus_result(result), flush=True)
