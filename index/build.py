@@ -24,7 +24,7 @@ import numpy as np
 from index.chunking import Chunk, chunk_document
 from index.config import Config
 from index.documents import Document, DocumentStream, LoadError, chars_read
-from index.embedding import Embedder
+from index.embedding import PIECE_DTYPE, Embedder
 from index.backends import open_root
 from index.bm25 import BM25_DIR, KeywordBuilder
 from index.store import (CALIBRATION_FILE, SENTENCE_DTYPE, BuildWriter, IndexMismatch, IndexMissing, IndexRoot,
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 CHUNKER_VERSION = 1
 SENTENCE_VECTORS = "late-pooled-1"  # how the stored sentence vectors were made (Embedder.encode_passages)
+PIECES_FILE = "pieces.tmp"  # the chunks' word pieces during a build (`PieceSpool`)
 EMBED_BATCH = 2048  # chunks embedded (or copied from the previous build) and written at a time
 CLEAN_SHARE = 0.4  # of a file's part of the chunking progress bar: cleaning it (the rest: chunking it)
 
@@ -193,6 +194,47 @@ class SentenceSpans:
     def __getitem__(self, i: int) -> list[tuple[int, int]]:
         flat = self._flat[self._at[i]:self._at[i + 1]]
         return list(zip(flat[::2], flat[1::2]))
+
+
+class PieceSpool:
+    """Each chunk's word pieces (`Chunk.pieces`), kept from chunking until the chunk is embedded, in a file of the
+    new build (`PIECES_FILE`, deleted once every chunk is embedded): per chunk its sentences' counts and then
+    their ids, one after another (PIECE_DTYPE: 2 bytes a piece); in memory only where each chunk's record starts
+    and its length (12 bytes a chunk)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = open(path, "w+b")
+        self._at = array("q")
+        self._length = array("i")  # in bytes; 0: the chunk has no pieces
+        self._unread = False  # written since the last flush
+
+    def add(self, pieces: tuple[bytes, ...] | None) -> None:
+        """The next chunk's pieces (None: it has none)."""
+        self._at.append(self._file.tell())
+        if pieces is None or len(pieces) > np.iinfo(PIECE_DTYPE).max:  # (thousands of sentences without a piece)
+            self._length.append(0)
+            return
+        head = np.array([len(pieces), *(len(b) // PIECE_DTYPE.itemsize for b in pieces)], dtype=PIECE_DTYPE)
+        record = head.tobytes() + b"".join(pieces)
+        self._file.write(record)
+        self._length.append(len(record))
+        self._unread = True
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Chunk i's (ids, each sentence's count), or None."""
+        if not self._length[i]:
+            return None
+        if self._unread:
+            self._file.flush()  # written ahead of os.pread
+            self._unread = False
+        record = np.frombuffer(os.pread(self._file.fileno(), self._length[i], self._at[i]), dtype=PIECE_DTYPE)
+        n = int(record[0])
+        return record[1 + n:], record[1:1 + n]
+
+    def close(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
 
 
 def fork_workers(cfg: Config) -> int:
@@ -370,10 +412,12 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
         if old is not None:
             old.close()
         raise
+    spool = None
     try:
         # chunk each document and write its rows at once; only the chunks' hashes and sentence spans stay in memory
         hashes: list[str] = []
         sentences = SentenceSpans()
+        pieces = spool = PieceSpool(build_dir / PIECES_FILE)
         keywords = KeywordBuilder()  # the keyword index of the same chunks, made as they come
         seen: set[str] = set()
         # progress in characters of text read, within each file too: cleaning takes CLEAN_SHARE of a file's
@@ -431,6 +475,7 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
                 hashes.extend(chunk_hashes)
                 for n, c in enumerate(chunks):
                     sentences.add(c.sentences)
+                    pieces.add(c.pieces)
                     if terms is None:
                         keywords.add(c.text)
                     else:
@@ -466,8 +511,9 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
         unchanged = bool(reuse_ok and all(h in reusable for h in hashes) and old_hashes == len(hashes))
         old_calibration = old.calibration if old is not None else None
         index, index_type = new_vector_index(len(hashes), dim, root.vectors_config(cfg.vectors))
-        _embed_and_write(hashes, sentences, reusable, old, embedder, index, writer, report, progress)
-        del hashes, sentences, reusable
+        _embed_and_write(hashes, sentences, pieces, reusable, old, embedder, index, writer, report, progress)
+        pieces.close()
+        del hashes, sentences, pieces, reusable
         if old is not None:
             old.close()
             old = None
@@ -491,6 +537,8 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
         root.publish(build_dir)
     except BaseException:
         writer.close()
+        if spool is not None:
+            spool.close()
         report.bytes_written = max(report.bytes_written, _folder_bytes(build_dir))
         root.discard(build_dir)
         raise
@@ -527,13 +575,15 @@ def _calibrate(cfg: Config, embedder: Embedder, build_dir: Path, previous: dict 
     return result.get("threshold")
 
 
-def _embed_and_write(hashes: list[str], sentences: SentenceSpans, reusable: dict[str, int], old: Snapshot | None,
-                     embedder: Embedder, index, writer: BuildWriter, report: BuildReport, progress: Progress) -> None:
+def _embed_and_write(hashes: list[str], sentences: SentenceSpans, pieces: PieceSpool, reusable: dict[str, int],
+                     old: Snapshot | None, embedder: Embedder, index, writer: BuildWriter, report: BuildReport,
+                     progress: Progress) -> None:
     """Add every chunk's vector to `index` (row i = chunk i) and write its sentence spans (`sentences`, from
     chunking) and vectors, EMBED_BATCH chunks at a time: a chunk whose text the old build has is copied from
     it, the others are read back from the build and embedded (the chunk vector and, from the same run of the
-    model, a vector per sentence for the answer sentences). Only one batch of texts and sentence vectors is
-    held at a time; chunk vectors go straight into `index`."""
+    model, a vector per sentence for the answer sentences; from their word pieces, `pieces`, where chunking
+    gave them). Only one batch of texts and sentence vectors is held at a time; chunk vectors go straight into
+    `index`."""
     todo_total = sum(1 for h in hashes if h not in reusable)
     done = 0
     progress("embedding", 0, todo_total)
@@ -554,7 +604,8 @@ def _embed_and_write(hashes: list[str], sentences: SentenceSpans, reusable: dict
             texts = [texts[i] for i in todo]
             spans = [sentences[i] for i in todo]
             vectors[[i - start for i in todo]], pooled = embedder.encode_passages(
-                texts, spans, progress=lambda n, total: progress("embedding", done + n, todo_total))
+                texts, spans, progress=lambda n, total: progress("embedding", done + n, todo_total),
+                pieces=[pieces[i] for i in todo])
             for i, sp, vecs in zip(todo, spans, pooled):
                 rows[i] = (json.dumps(sp), vecs.astype(SENTENCE_DTYPE).tobytes())
             done += len(todo)

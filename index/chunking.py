@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 from index.documents import Document
+from index.embedding import PIECE_DTYPE
 
 # blingfire splits after these; a sentence ending in one is joined to the next ("Mr. Matthews").
 _ABBREVIATION = re.compile(
@@ -42,6 +43,11 @@ class Chunk:
     # its sentences as (start, end) in `text`: the document's sentences inside the chunk (a sentence too long for
     # one chunk is there as the pieces it was cut into); the answer sentences are chosen among them
     sentences: tuple[tuple[int, int], ...] = ()
+    # each sentence's word-piece ids (`index.embedding.PIECE_DTYPE` bytes) when they are exactly the model
+    # tokenizer's pieces of `text` one sentence after another (a counter that gives ids, nothing but spaces
+    # between the sentences, none cut by characters): the int8 encoder reads them instead of tokenizing the text
+    # again (`Embedder.encode_passages`). None: the encoder tokenizes the text
+    pieces: tuple[bytes, ...] | None = None
 
     @property
     def hash(self) -> str:
@@ -157,6 +163,19 @@ def _split_chars(text: str, start: int, end: int, budget: int, counter: TokenCou
     return pieces
 
 
+def _pieces(text: str, units: Sequence[tuple[int, int, int]], ids: Sequence[bytes | None]) -> tuple[bytes, ...] | None:
+    """A chunk's `pieces`: its sentences' ids, if each has them and only BERT's spaces (space, tab, newline,
+    carriage return; at least one) stand between one and the next, so that the tokenizer reads the chunk's
+    text as the sentences' pieces one after another. (Other space characters it would delete, or read as a
+    piece, or join the words either side of.)"""
+    if any(b is None for b in ids):
+        return None
+    for (_, end, _), (start, _, _) in zip(units, units[1:]):
+        if start <= end or text[end:start].strip(" \t\n\r"):
+            return None
+    return tuple(ids)
+
+
 COUNT_SLICE = 5000  # sentences counted at a time, so that progress moves within a large file
 
 
@@ -170,14 +189,29 @@ def chunk_document(document: Document, counter: TokenCounter, max_tokens: int = 
     text = document.text
     spans = split_sentences(text)
     counts: list[int] = []
+    ids_of = getattr(counter, "word_piece_ids", None)  # ids as well as counts, where the counter gives them
+    ids: list[bytes | None] | None = [] if ids_of is not None else None
     for i in range(0, len(spans), COUNT_SLICE):
-        part = spans[i:i + COUNT_SLICE]
-        counts.extend(counter.count([text[s:e] for s, e in part]))
+        part = [text[s:e] for s, e in spans[i:i + COUNT_SLICE]]
+        found = ids_of(part) if ids is not None else None
+        if found is None:
+            ids = None
+            counts.extend(counter.count(part))
+        else:
+            ids.extend(found)
+            counts.extend(len(b) // PIECE_DTYPE.itemsize for b in found)
         if progress:
-            progress(part[-1][1])
+            progress(spans[min(i + COUNT_SLICE, len(spans)) - 1][1])
     units: list[tuple[int, int, int]] = []
-    for (s, e), n in zip(spans, counts):
-        units.extend(_split_long(text, s, e, max_tokens, counter) if n > max_tokens else [(s, e, n)])
+    unit_ids: list[bytes | None] = []
+    for k, ((s, e), n) in enumerate(zip(spans, counts)):
+        if n > max_tokens:  # cut into pieces, whose ids are not known
+            cut = _split_long(text, s, e, max_tokens, counter)
+            units.extend(cut)
+            unit_ids.extend([None] * len(cut))
+        else:
+            units.append((s, e, n))
+            unit_ids.append(ids[k] if ids is not None else None)
     pages = [document.page_at(s) for s, _, _ in units]
     chunks: list[Chunk] = []
     i = 0
@@ -190,7 +224,8 @@ def chunk_document(document: Document, counter: TokenCounter, max_tokens: int = 
         start, end = units[i][0], units[j - 1][1]
         chunks.append(Chunk(document.doc, len(chunks), start, end, text[start:end], total, pages[i],
                             document.section_at(start), document.location(start, end),
-                            tuple((s - start, e - start) for s, e, _ in units[i:j])))
+                            tuple((s - start, e - start) for s, e, _ in units[i:j]),
+                            _pieces(text, units[i:j], unit_ids[i:j])))
         if j >= len(units):
             break
         nxt = j

@@ -39,11 +39,22 @@ def pool_spans(tokens: np.ndarray, offsets: np.ndarray, special: np.ndarray, spa
     """One unit vector per character span of a text: the mean of the token embeddings whose start falls in the
     span (special tokens excluded). `offsets` are into the text without its leading `shift` characters. A span
     with no such token gets a zero row."""
-    out = np.zeros((len(spans), tokens.shape[1]), dtype=np.float32)
     real = (special == 0) & (offsets[:, 1] > offsets[:, 0])
     starts = offsets[real, 0] + shift  # ascending: a tokenizer's pieces come in the text's order
-    tokens = tokens[real]
-    bounds = np.searchsorted(starts, np.asarray(spans, dtype=np.int64).reshape(-1, 2))
+    return _pool_rows(tokens[real], np.searchsorted(starts, np.asarray(spans, dtype=np.int64).reshape(-1, 2)))
+
+
+def pool_counts(tokens: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+    """`pool_spans` for a text read from its word-piece ids (`Embedder.encode_passages`'s `pieces`): span k is
+    the `counts[k]` tokens after span k-1's, the first after the leading special token (the same rows that
+    `pool_spans` finds by offsets, so the same vectors)."""
+    ends = np.cumsum(np.asarray(counts, dtype=np.int64)) + 1
+    return _pool_rows(tokens, np.stack([ends - np.asarray(counts, dtype=np.int64), ends], axis=1))
+
+
+def _pool_rows(tokens: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Row k: the unit mean of `tokens[lo:hi]` for (lo, hi) = bounds[k]; a zero row where that is empty."""
+    out = np.zeros((len(bounds), tokens.shape[1]), dtype=np.float32)
     # each span's tokens are a run of rows; their mean and norm as `mean(0)` and `np.linalg.norm` compute them
     # (the same bits), without their per-call overhead: 77 -> 54 µs a SciFact chunk
     for k, (lo, hi) in enumerate(bounds.tolist()):
@@ -64,27 +75,44 @@ _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
 MEMO_WORDS = 1 << 20  # distinct words remembered at most (about 100 MB), then forgotten and remembered afresh
 
 
+# A text's word-piece ids as chunking hands them to the int8 encoder (`Embedder.word_piece_ids`, `Chunk.pieces`):
+# two bytes a piece (a tokenizer with a larger vocabulary gives none)
+PIECE_DTYPE = np.dtype(np.uint16)
+
+
+def _encodings(tokenizer, texts: Sequence[str]) -> list:
+    """Each text's encoding by a `tokenizers.Tokenizer` itself (no special tokens; its truncation off)."""
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # fast: no offsets (tokenizers 0.21+)
+    return encode(list(texts), add_special_tokens=False)
+
+
 def pieces_of(tokenizer, texts: Sequence[str]) -> list[int]:
     """Word pieces of each text by a `tokenizers.Tokenizer` itself (no special tokens; its truncation off)."""
-    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # fast: no offsets (tokenizers 0.21+)
-    return [len(e.ids) for e in encode(list(texts), add_special_tokens=False)]
+    return [len(e.ids) for e in _encodings(tokenizer, texts)]
+
+
+def piece_ids_of(tokenizer, texts: Sequence[str]) -> list[bytes]:
+    """Each text's word-piece ids by a `tokenizers.Tokenizer` itself, as PIECE_DTYPE bytes."""
+    return [np.asarray(e.ids, dtype=PIECE_DTYPE).tobytes() for e in _encodings(tokenizer, texts)]
 
 
 class WordPieceCounter:
     """Word pieces of texts for a BERT-style tokenizer (BertNormalizer, BertPreTokenizer, WordPiece), the
     same count as the tokenizer's, about 3x quicker on English text (measured on SciFact: 2.38 -> 0.75 s
-    for 49,795 sentences, one core; PERFORMANCE.md, "Build speed").
+    for 49,795 sentences, one core; PERFORMANCE.md, "Build speed"); `ids` gives the pieces themselves.
 
-    WordPiece splits each pre-token alone, so a text's count is the sum of its words' counts: an ASCII text
-    is cut into BERT's pre-tokens with a regular expression and each distinct word is counted once, by the
-    tokenizer itself, and remembered. Other text (accents to strip, CJK to split) and any text holding an
-    added token ("[CLS]", which the tokenizer reads as one piece) go to the tokenizer whole."""
+    WordPiece splits each pre-token alone, so a text's count is the sum of its words' counts (and its ids the
+    words' ids one after another): an ASCII text is cut into BERT's pre-tokens with a regular expression and
+    each distinct word is counted once, by the tokenizer itself, and remembered. Other text (accents to strip,
+    CJK to split) and any text holding an added token ("[CLS]", which the tokenizer reads as one piece) go to
+    the tokenizer whole."""
 
     def __init__(self, tokenizer, lowercase: bool, added: Sequence[str]):
         self.tokenizer = tokenizer  # truncation and padding off
         self.lowercase = lowercase
         self.added = tuple(a.lower() for a in added if a)
         self.memo: dict[str, int] = {}
+        self.id_memo: dict[str, bytes] = {}
 
     @classmethod
     def of(cls, tokenizer) -> "WordPieceCounter | None":
@@ -101,10 +129,18 @@ class WordPieceCounter:
                    [t.get("content", "") for t in spec.get("added_tokens") or []])
 
     def count(self, texts: Sequence[str]) -> list[int]:
-        memo = self.memo
+        return self._by_words(texts, self.memo, pieces_of, sum, 0)
+
+    def ids(self, texts: Sequence[str]) -> list[bytes]:
+        """Each text's word-piece ids (no special tokens), as PIECE_DTYPE bytes: the tokenizer's own."""
+        return self._by_words(texts, self.id_memo, piece_ids_of, b"".join, b"")
+
+    def _by_words(self, texts: Sequence[str], memo: dict, measure: Callable, join: Callable, empty) -> list:
+        """Each text's measure (`measure(tokenizer, texts)`: counts or ids), an ASCII text's as `join` of its
+        words' measures, each distinct word measured once and remembered in `memo`."""
         if len(memo) > MEMO_WORDS:
             memo.clear()
-        out: list[int] = [0] * len(texts)
+        out: list = [empty] * len(texts)
         whole: list[int] = []
         for i, text in enumerate(texts):
             if not text.isascii():
@@ -116,13 +152,13 @@ class WordPieceCounter:
                 continue
             words = _ASCII_WORD.findall(_ASCII_CONTROL.sub("", lowered if self.lowercase else text))
             try:
-                out[i] = sum(map(memo.__getitem__, words))
-            except KeyError:  # words not met before: counted by the tokenizer, each once
+                out[i] = join(map(memo.__getitem__, words))
+            except KeyError:  # words not met before: measured by the tokenizer, each once
                 new = [w for w in dict.fromkeys(words) if w not in memo]
-                memo.update(zip(new, pieces_of(self.tokenizer, new)))
-                out[i] = sum(map(memo.__getitem__, words))
+                memo.update(zip(new, measure(self.tokenizer, new)))
+                out[i] = join(map(memo.__getitem__, words))
         if whole:
-            for i, n in zip(whole, pieces_of(self.tokenizer, [texts[i] for i in whole])):
+            for i, n in zip(whole, measure(self.tokenizer, [texts[i] for i in whole])):
                 out[i] = n
         return out
 
@@ -243,14 +279,32 @@ class Embedder:
             return []
         counter = self._word_pieces
         if counter is not None:  # measured 20 % quicker than the tokenizer's __call__ (PERFORMANCE.md, "Where the time goes")
-            if self._fast_count is None:
-                self._fast_count = WordPieceCounter.of(counter) or False
-            if self._fast_count:  # a BERT-style tokenizer: word by word, remembered
-                return self._fast_count.count(texts)
+            fast = self._fast_counter()
+            if fast:  # a BERT-style tokenizer: word by word, remembered
+                return fast.count(texts)
             return pieces_of(counter, texts)
         encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=False,
                                  return_attention_mask=False, return_token_type_ids=False, verbose=False)
         return [len(ids) for ids in encoded["input_ids"]]
+
+    def _fast_counter(self) -> WordPieceCounter | None:
+        """The word-by-word counter for the model's tokenizer, or None when it is not BERT-style."""
+        if self._fast_count is None:
+            counter = self._word_pieces
+            self._fast_count = (WordPieceCounter.of(counter) if counter is not None else None) or False
+        return self._fast_count or None
+
+    def word_piece_ids(self, texts: Sequence[str]) -> list[bytes] | None:
+        """Each text's word-piece ids (no special tokens) as PIECE_DTYPE bytes, the tokenizer's own, for the int8
+        encoder to read instead of tokenizing the text again (`encode_passages`'s `pieces`, from chunking:
+        `index.chunking.Chunk.pieces`); None when the encoder would not use them (the torch backend tokenizes
+        for itself) or the tokenizer is not BERT-style (`WordPieceCounter`)."""
+        if self.cfg.backend != "onnx-int8":
+            return None
+        fast = self._fast_counter()
+        if not fast or fast.tokenizer.get_vocab_size() > np.iinfo(PIECE_DTYPE).max + 1:
+            return None
+        return fast.ids(texts)
 
     def _slices(self, texts: Sequence[str], step: int, progress: Callable[[int, int], None] | None):
         """Row indices of `texts` in slices of `step`, the longest in word pieces first over all of them: a slice
@@ -282,19 +336,33 @@ class Embedder:
 
     def encode_passages(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
                         progress: Callable[[int, int], None] | None = None,
-                        batch_size: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+                        batch_size: int | None = None,
+                        pieces: Sequence[tuple[np.ndarray, Sequence[int]] | None] | None = None
+                        ) -> tuple[np.ndarray, list[np.ndarray]]:
         """What `encode` gives, plus for each text one unit vector per span (its sentences), pooled from the
         same run's token embeddings: the mean of the tokens inside the span, in the context of the whole
         passage ("late pooling"), so sentence vectors cost no second pass of the model.
+
+        `pieces` (optional, per text): (its word-piece ids, each span's count of them) where the ids are
+        exactly the tokenizer's pieces of the stripped text, span after span with nothing between
+        (`word_piece_ids`, `index.chunking.Chunk.pieces`), else None. The int8 encoder then reads them instead
+        of tokenizing the text again, and pools each span's own tokens: the same vectors, sooner
+        (PERFORMANCE.md, "Build speed"). Other backends tokenize the text.
 
         A span with no token inside the model's window (a passage longer than max_seq_length) is encoded on
         its own."""
         batch = batch_size or self.cfg.batch_size
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         pooled: list[np.ndarray] = [np.zeros((0, self.dim), dtype=np.float32)] * len(texts)
+        room = getattr(self.model, "word_piece_room", 0) if pieces is not None else 0
+        # a text longer than the window is cut by it, so tokenized (and its spans found by offsets)
+        given = {j: p for j, p in enumerate(pieces) if p is not None and len(p[0]) <= room} if room else {}
 
         def take(j: int, r: dict, text: str) -> None:
             out[j] = _numpy(r["sentence_embedding"])
+            if j in given:
+                pooled[j] = pool_counts(_numpy(r["token_embeddings"]), given[j][1])
+                return
             shift = len(text) - len(text.lstrip())
             pooled[j] = pool_spans(_numpy(r["token_embeddings"]), np.asarray(r["offset_mapping"]),
                                    np.asarray(r["special_tokens_mask"]), spans[j], shift)
@@ -304,9 +372,10 @@ class Embedder:
             # worker waits for the other at the end of every slice, and the pooling overlaps the model's runs
             # (the runs, so the vectors, are those of `encode` on the same texts: PERFORMANCE.md, "Build speed")
             texts = [str(t) for t in texts]
+            ids = [given[j][0] if j in given else None for j in range(len(texts))] if given else None
             if texts:
                 self.model.encode(texts, batch_size=batch, output_value=None, progress=progress,
-                                  on_text=lambda j, r: take(j, r, texts[j]))
+                                  on_text=lambda j, r: take(j, r, texts[j]), word_pieces=ids)
         else:
             for rows in self._slices(texts, max(batch * 8, 256), progress):
                 part = [str(texts[j]) for j in rows]

@@ -203,6 +203,27 @@ def batch_tokenizer(model_dir: Path, max_seq_length: int):
     return tok
 
 
+class _Given:
+    """A text's word pieces given by the caller (`OnnxEncoder.encode`'s `word_pieces`), framed by the special
+    tokens: what a run reads of a tokenizer's `Encoding` (no offsets: the caller pools by its own counts)."""
+    __slots__ = ("ids", "type_ids")
+
+    def __init__(self, ids: np.ndarray, type_ids: np.ndarray):
+        self.ids, self.type_ids = ids, type_ids
+
+
+def _special_frame(tokenizer) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """How `tokenizer` frames one text with special tokens: (ids before, ids after, type id), read from its
+    encoding of one word; None when it does not frame a text with specials before and after alone."""
+    probe = tokenizer.encode("a")
+    special = probe.special_tokens_mask
+    inner = [i for i, m in enumerate(special) if not m]
+    if not inner or any(special[i] for i in range(inner[0], inner[-1] + 1)) or len(set(probe.type_ids)) != 1:
+        return None
+    ids = np.asarray(probe.ids, dtype=np.int64)
+    return ids[:inner[0]], ids[inner[-1] + 1:], int(probe.type_ids[0])
+
+
 class OnnxEncoder:
     """The parts of a SentenceTransformer the Embedder uses (encode, tokenizer, max_seq_length, dimension),
     running the int8 graph with onnxruntime."""
@@ -217,6 +238,7 @@ class OnnxEncoder:
         self._tokenize = batch_tokenizer(model_dir, max_seq_length)
         self._pad_id = int((self._tokenize.padding or {}).get("pad_id", 0))
         self._tokenize.no_padding()  # `encode` pads each run itself, as this tokenizer padded (tested), to its longest text
+        self._frame = _special_frame(self._tokenize)
         self._hf_tokenizer = None
         self._sessions: dict[int, object] = {}
         self._workers = None  # the threads a batch's runs go side by side on (`_pool`)
@@ -224,6 +246,12 @@ class OnnxEncoder:
         session = self.session_for(1)  # what a question uses; loaded now, so a model that cannot run fails here
         self._inputs = {i.name for i in session.get_inputs()}
         self._dim = int(session.get_outputs()[0].shape[-1])
+
+    @property
+    def word_piece_room(self) -> int:
+        """How many given word pieces (`encode`'s `word_pieces`) a run reads whole, besides the special tokens;
+        0: this tokenizer's texts are not taken as word pieces."""
+        return self.max_seq_length - len(self._frame[0]) - len(self._frame[1]) if self._frame is not None else 0
 
     @classmethod
     def load(cls, model_dir: str | Path, threads: int = 0) -> "OnnxEncoder":
@@ -296,6 +324,23 @@ class OnnxEncoder:
         parts = [texts[i:i + size] for i in range(0, len(texts), size)]
         return [e for part in self._pool().map(self._tokenize.encode_batch, parts) for e in part]
 
+    def _block_pieces(self, texts: list[str], block: range, given: Sequence[np.ndarray | None] | None,
+                      parallel: bool) -> dict:
+        """Each text of `block` (indices into `texts`) as a run reads it: its given word pieces framed by the
+        special tokens and truncated as the tokenizer would (`_Given`), else the tokenizer's encoding of it."""
+        out: dict = {}
+        if given is not None and self._frame is not None:
+            before, after, type_id = self._frame
+            room = self.word_piece_room
+            for j in block:
+                ids = given[j]
+                if ids is not None:
+                    ids = np.concatenate((before, ids[:room].astype(np.int64), after))
+                    out[j] = _Given(ids, np.full(len(ids), type_id, dtype=np.int64))
+        rest = [j for j in block if j not in out]
+        out.update(zip(rest, self._word_pieces([texts[j] for j in rest], parallel)))
+        return out
+
     def get_sentence_embedding_dimension(self) -> int:
         return self._dim
 
@@ -307,7 +352,7 @@ class OnnxEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 32, normalize_embeddings: bool = True,
                convert_to_numpy: bool = True, show_progress_bar: bool = False, output_value: str | None = "sentence_embedding",
                on_text: Callable[[int, dict], None] | None = None, progress: Callable[[int, int], None] | None = None,
-               **_) -> np.ndarray | list[dict]:
+               word_pieces: Sequence[np.ndarray | None] | None = None, **_) -> np.ndarray | list[dict]:
         """Unit vectors (float32), one row per text. BLOCK_TEXTS texts at a time are tokenized (on the workers),
         then run at most RUN_TEXTS to a run, the runs made of texts of like length in word pieces (sentence-
         transformers orders them by characters); the runs of a block go side by side, one worker each (`threads`
@@ -318,7 +363,12 @@ class OnnxEncoder:
         text) and "special_tokens_mask", without padding. With `on_text` as well, each text's dict goes to
         `on_text(its index, dict)` on the worker that ran it, as soon as its run is done, and is not kept (so a
         large batch holds one run's token outputs a worker, and the next runs go on while they are used);
-        `progress(texts done, total)` is called here as runs finish."""
+        `progress(texts done, total)` is called here as runs finish.
+
+        `word_pieces` (optional, per text): the text's word-piece ids, without special tokens, exactly as the
+        tokenizer would give them (`Embedder.word_piece_ids`; None: tokenize it). They are framed, truncated
+        and run as the tokenizer's own would be, so the vectors are the same; such a text's dict has no
+        "offset_mapping" or "special_tokens_mask" (its caller knows where its pieces are)."""
         texts = [str(t).strip() for t in texts]
         tokens = output_value is None
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
@@ -340,7 +390,7 @@ class OnnxEncoder:
                 ids[r, :m] = e.ids
                 mask[r, :m] = 1
                 types[r, :m] = e.type_ids
-                if tokens:
+                if tokens and not isinstance(e, _Given):
                     offsets[r, :m] = np.fromiter(chain.from_iterable(e.offsets), dtype=np.int64, count=2 * m).reshape(m, 2)
                     special[r, :m] = e.special_tokens_mask
             enc = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
@@ -353,8 +403,9 @@ class OnnxEncoder:
             if tokens:
                 for r, j in enumerate(idx):
                     m = lengths[r]
-                    rows[j] = {"token_embeddings": outputs[1][r, :m], "offset_mapping": offsets[r, :m],
-                               "special_tokens_mask": special[r, :m]}
+                    rows[j] = ({"token_embeddings": outputs[1][r, :m]} if isinstance(pieces[j], _Given) else
+                               {"token_embeddings": outputs[1][r, :m], "offset_mapping": offsets[r, :m],
+                                "special_tokens_mask": special[r, :m]})
                     if on_text is not None:
                         rows[j]["sentence_embedding"] = out[j]
                         on_text(int(j), rows[j])
@@ -366,7 +417,7 @@ class OnnxEncoder:
         done = 0
         for first in range(0, len(texts), BLOCK_TEXTS):
             block = range(first, min(first + BLOCK_TEXTS, len(texts)))
-            pieces = dict(zip(block, self._word_pieces([texts[j] for j in block], side_by_side)))
+            pieces = self._block_pieces(texts, block, word_pieces, side_by_side)
             # runs of texts of like length in word pieces (the block's longest first): a run is padded to its
             # longest text, and the int8 graph's time grows with that length, so runs by characters (as
             # sentence-transformers makes them) read 15 % more positions on SciFact and took 1.4x as long

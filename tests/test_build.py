@@ -505,3 +505,65 @@ def test_a_build_stopped_while_a_chunking_worker_is_stuck_ends_the_workers_at_on
     assert isinstance(error, RuntimeError) and str(error) == "stopped while writing" and marker.exists()
     assert not multiprocessing.active_children()
     assert kb.root.current() == before
+
+
+@pytest.mark.parametrize("workers", [False, True])
+def test_chunks_are_read_from_their_word_pieces_with_the_same_result(docs_copy, tmp_path, embedder, monkeypatch,
+                                                                     workers):
+    """Chunking hands each chunk's word pieces (`Chunk.pieces`, spooled in the new build until it is embedded)
+    to the int8 encoder, which reads them instead of tokenizing the chunk again: the same vectors and sentence
+    rows as a build that tokenizes every chunk, in the build's own process or from chunking workers; the spool
+    is gone once the build is published."""
+    import numpy as np
+    from index import build
+    from index.embedding import Embedder
+    if workers:
+        monkeypatch.setattr(build, "CHUNK_IN_WORKERS_CHARS", 0)
+        monkeypatch.setattr(build.os, "sched_getaffinity", lambda pid: {0, 1})
+    model = embedder.model
+    tokenized = []
+    real = model._word_pieces
+    monkeypatch.setattr(model, "_word_pieces", lambda part, parallel: tokenized.extend(part) or real(part, parallel))
+
+    def built(name: str):
+        kb = new_kb(docs_copy, tmp_path / name, embedder)
+        report = kb.build()
+        snap = build.open_snapshot(kb.cfg)
+        try:
+            assert not (snap.path / build.PIECES_FILE).exists()
+            texts = {r["text"].strip() for r in snap.query("SELECT text FROM chunks")}
+            read = [t for t in tokenized if t in texts]  # chunks tokenized (not calibration's questions)
+            tokenized.clear()
+            return report, read, snap.vectors(list(range(snap.size))), stored_sentences(kb)
+        finally:
+            snap.close()
+
+    report, read, vectors, sentences = built("pieces")
+    assert report.embedded == report.chunks and not read
+    monkeypatch.setattr(Embedder, "word_piece_ids", lambda self, texts: None)  # no pieces: every chunk tokenized
+    _, read, plain_vectors, plain_sentences = built("text")
+    assert len(read) == report.chunks
+    assert np.array_equal(vectors, plain_vectors) and sentences == plain_sentences
+
+
+def test_the_piece_spool_gives_back_each_chunks_pieces_and_counts(tmp_path):
+    """`PieceSpool`: each chunk's ids and its sentences' counts as added, read back while more are written; a
+    chunk without pieces (or with more sentences than a count can say) gives None; the file goes with it."""
+    import numpy as np
+    from index.build import PieceSpool
+    from index.embedding import PIECE_DTYPE
+
+    def ids(*values):
+        return np.asarray(values, dtype=PIECE_DTYPE).tobytes()
+    spool = PieceSpool(tmp_path / "pieces.tmp")
+    spool.add((ids(5, 6), ids(7)))
+    spool.add(None)
+    spool.add((ids(),) * (np.iinfo(PIECE_DTYPE).max + 1))
+    got = spool[0]
+    assert got[0].tolist() == [5, 6, 7] and got[1].tolist() == [2, 1]
+    assert spool[1] is None and spool[2] is None
+    spool.add((ids(30000, 1, 2),))
+    assert spool[3][0].tolist() == [30000, 1, 2] and spool[3][1].tolist() == [3]
+    assert spool[0][0].tolist() == [5, 6, 7]
+    spool.close()
+    assert not (tmp_path / "pieces.tmp").exists()

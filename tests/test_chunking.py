@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -161,6 +162,69 @@ def test_word_pieces_counted_word_by_word_are_the_tokenizers_count(embedder, tex
     assert counter is not None  # all-MiniLM-L6-v2's tokenizer is BERT-style
     texts = [text, text.upper(), f"x{text}y"]
     assert counter.count(texts) == _tokenizer_counts(embedder, texts)
+    assert counter.ids(texts) == _tokenizer_ids(embedder, texts)  # the pieces themselves, word by word
+
+
+def _tokenizer_ids(embedder, texts):
+    from index.embedding import PIECE_DTYPE
+    return [np.asarray(e.ids, dtype=PIECE_DTYPE).tobytes()
+            for e in embedder._word_pieces.encode_batch(list(texts), add_special_tokens=False)]
+
+
+# sentences joined by: BERT's spaces (the chunk's pieces are its sentences' one after another), nothing, or a
+# character the tokenizer deletes (\x0c), reads as a piece (\u2028) or may join words across (\u00a0)
+JOINS = [" ", "\n", " \t\r\n ", "", "\x0c", "\u2028", "\u00a0"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(
+    ["The force recorded crime.", "Ünïcödé victims were 中文 supported!", "A [CLS] token, e.g. here.",
+     "x" * 300 + ".", "Inspectors visited in 2017.", "Dr. Smith said so.", "\x07Bell."]), st.sampled_from(JOINS)),
+    min_size=1, max_size=30), st.integers(20, 120))
+def test_chunk_word_pieces_are_the_tokenizers_pieces_of_its_text(embedder, parts, budget):
+    """A chunk's `pieces`, where chunking gives them, are exactly what the model's tokenizer makes of the chunk's
+    text (so the int8 encoder may read them instead); where sentences are joined by anything but BERT's spaces,
+    or one was cut by characters, it has none."""
+    from index.embedding import PIECE_DTYPE
+    text = "".join(sentence + join for sentence, join in parts)
+    chunks = chunk_document(make_doc(text), embedder, budget, overlap=1)
+    whole = set(split_sentences(text))
+    for c in chunks:
+        joins = [c.text[e:s] for (_, e), (s, _) in zip(c.sentences, c.sentences[1:])]
+        if c.pieces is None:  # why: a join of another kind, or a sentence over the budget cut into pieces
+            cut = any((c.start + s, c.start + e) not in whole for s, e in c.sentences)
+            assert cut or any(not j or j.strip(" \t\n\r") for j in joins)
+            continue
+        assert len(c.pieces) == len(c.sentences)
+        assert [len(b) // PIECE_DTYPE.itemsize for b in c.pieces] == embedder.count([c.text[s:e] for s, e in c.sentences])
+        assert b"".join(c.pieces) == _tokenizer_ids(embedder, [c.text.strip()])[0]
+
+
+def test_sentences_joined_by_a_character_the_tokenizer_deletes_give_no_word_pieces(embedder):
+    """BERT's tokenizer deletes control characters, joining the words either side ("Inspectors\x1cvisited" is
+    one word to it), so sentences so joined are not their pieces one after another: the chunk has none."""
+    from index.chunking import _pieces
+    for join, whole in ((" ", True), ("\n\t", True), ("\x1c", False), ("", False), ("\u00a0", False)):
+        text = f"Inspectors{join}visited"
+        units = [(0, 10, 0), (10 + len(join), len(text), 0)]
+        ids = embedder.word_piece_ids(["Inspectors", "visited"])
+        got = _pieces(text, units, ids)
+        assert (got is not None) == whole, repr(join)
+        if got is not None:
+            assert b"".join(got) == _tokenizer_ids(embedder, [text])[0]
+    glued = "Inspectors\x1cvisited"
+    assert _tokenizer_ids(embedder, [glued])[0] != b"".join(embedder.word_piece_ids(["Inspectors", "visited"]))
+    assert _pieces("a b", [(0, 1, 1), (2, 3, 1)], [b"x", None]) is None  # a sentence without ids
+
+
+def test_chunks_have_word_pieces_only_with_a_counter_that_gives_them(embedder):
+    from dataclasses import replace
+    doc = make_doc("The force recorded crime. Victims were supported.\nInspectors came back.")
+    assert all(c.pieces is not None for c in chunk_document(doc, embedder, 200))
+    assert all(c.pieces is None for c in chunk_document(doc, WordCounter(), 200))  # counts only
+    torch = type(embedder)(replace(embedder.cfg, backend="torch"))  # tokenizes for itself: no ids wanted
+    assert torch.word_piece_ids(["a text"]) is None
+    assert all(c.pieces is None for c in chunk_document(doc, torch, 200))
 
 
 def test_word_pieces_of_every_sentence_of_the_docs_are_the_tokenizers_count(embedder):
@@ -179,10 +243,13 @@ def test_word_pieces_of_a_cased_bert_tokenizer_are_its_count(embedder):
     cased = Tokenizer.from_str(json.dumps(spec))
     cased.no_truncation()
     cased.no_padding()
+    from index.embedding import PIECE_DTYPE
     counter = WordPieceCounter.of(cased)
     texts = ["Hello [CLS] World", "The Police Report.", "HMICFRS inspected LEICESTERSHIRE", "x[MASK]y", "a\x07B"]
     assert counter is not None and not counter.lowercase
     assert counter.count(texts) == [len(e.ids) for e in cased.encode_batch(texts, add_special_tokens=False)]
+    assert [np.frombuffer(b, dtype=PIECE_DTYPE).tolist() for b in counter.ids(texts)] == [
+        e.ids for e in cased.encode_batch(texts, add_special_tokens=False)]
 
 
 def test_a_tokenizer_that_is_not_bert_style_is_counted_by_the_tokenizer_itself():

@@ -275,3 +275,32 @@ def test_bulk_encoding_runs_small_batches(onnx_embedder, monkeypatch):
     monkeypatch.undo()
     want = onnx_embedder.encode(texts[:5], batch_size=1)
     assert (got[:5] * want).sum(axis=1).min() >= 0.99
+
+
+def test_passages_read_from_their_word_pieces_are_those_read_from_their_text(onnx_embedder, monkeypatch):
+    """Chunks whose word pieces chunking gave (`Chunk.pieces`) are read from them, not tokenized again: the
+    same chunk and sentence vectors, bit for bit. A text whose pieces would not fit the model's window is
+    tokenized (and cut by it) as before."""
+    from pathlib import Path
+    from index.chunking import chunk_document
+    from index.documents import load_documents
+    from index.embedding import PIECE_DTYPE
+    docs, _ = load_documents(Path(__file__).resolve().parent.parent / "docs")
+    chunks = [c for d in docs for c in chunk_document(d, onnx_embedder, 200)]
+    assert sum(c.pieces is not None for c in chunks) > 0.9 * len(chunks)
+    texts, spans = [c.text for c in chunks] + [DOCS_TEXT], [list(c.sentences) for c in chunks]
+    spans.append([(0, 400), (400, len(DOCS_TEXT))])
+    long_ids = onnx_embedder.word_piece_ids([DOCS_TEXT[:400], DOCS_TEXT[400:]])
+
+    def read(sentences):
+        return np.frombuffer(b"".join(sentences), dtype=PIECE_DTYPE), [len(b) // PIECE_DTYPE.itemsize for b in sentences]
+    pieces = [None if c.pieces is None else read(c.pieces) for c in chunks] + [read(long_ids)]
+    model = onnx_embedder.model
+    tokenized = []
+    real = model._word_pieces
+    monkeypatch.setattr(model, "_word_pieces", lambda part, parallel: tokenized.extend(part) or real(part, parallel))
+    given = onnx_embedder.encode_passages(texts, spans, pieces=pieces)
+    assert sorted(tokenized) == sorted([c.text for c in chunks if c.pieces is None] + [DOCS_TEXT.strip()])
+    plain = onnx_embedder.encode_passages(texts, spans)
+    assert np.array_equal(given[0], plain[0])
+    assert all(np.array_equal(a, b) for a, b in zip(given[1], plain[1]))
