@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from index.chunking import Chunk, chunk_document
+from index.chunking import Chunk, chunk_document, chunk_terms
 from index.config import Config
 from index.documents import Document, DocumentStream, LoadError, chars_read
 from index.embedding import PIECE_DTYPE, Embedder
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 CHUNKER_VERSION = 1
 SENTENCE_VECTORS = "late-pooled-1"  # how the stored sentence vectors were made (Embedder.encode_passages)
-PIECES_FILE = "pieces.tmp"  # the chunks' word pieces during a build (`PieceSpool`)
 EMBED_BATCH = 2048  # chunks embedded (or copied from the previous build) and written at a time
 CLEAN_SHARE = 0.4  # of a file's part of the chunking progress bar: cleaning it (the rest: chunking it)
 
@@ -197,14 +196,14 @@ class SentenceSpans:
 
 
 class PieceSpool:
-    """Each chunk's word pieces (`Chunk.pieces`), kept from chunking until the chunk is embedded, in a file of the
-    new build (`PIECES_FILE`, deleted once every chunk is embedded): per chunk its sentences' counts and then
-    their ids, one after another (PIECE_DTYPE: 2 bytes a piece); in memory only where each chunk's record starts
-    and its length (12 bytes a chunk)."""
+    """Each chunk's word pieces (`Chunk.pieces`), kept from chunking until the chunk is embedded, in an unnamed
+    temporary file in `folder` (gone when closed, or when the process ends): per chunk its sentences' counts
+    and then their ids, one after another (PIECE_DTYPE: 2 bytes a piece); in memory only where each chunk's
+    record starts and its length (12 bytes a chunk)."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self._file = open(path, "w+b")
+    def __init__(self, folder: Path):
+        import tempfile
+        self._file = tempfile.TemporaryFile(dir=folder)
         self._at = array("q")
         self._length = array("i")  # in bytes; 0: the chunk has no pieces
         self._unread = False  # written since the last flush
@@ -234,7 +233,6 @@ class PieceSpool:
 
     def close(self) -> None:
         self._file.close()
-        self.path.unlink(missing_ok=True)
 
 
 def fork_workers(cfg: Config) -> int:
@@ -417,7 +415,7 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
         # chunk each document and write its rows at once; only the chunks' hashes and sentence spans stay in memory
         hashes: list[str] = []
         sentences = SentenceSpans()
-        pieces = spool = PieceSpool(build_dir / PIECES_FILE)
+        pieces = spool = PieceSpool(build_dir)
         keywords = KeywordBuilder()  # the keyword index of the same chunks, made as they come
         seen: set[str] = set()
         # progress in characters of text read, within each file too: cleaning takes CLEAN_SHARE of a file's
@@ -429,10 +427,10 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
         progress("chunking", 0, n_chars)
         documents.on_clean = lambda share: at(done_chars + CLEAN_SHARE * documents.current_chars * share)
 
-        def chunked() -> Iterator[tuple[Document, list[Chunk], list[str] | None, int]]:
-            """Each document cleaned and chunked, with its chunks' keyword terms (joined by spaces; None: not
-            analysed yet) and the characters read for it: in worker processes when the corpus is large enough
-            to repay them (`chunk_workers`), else here, with progress inside files."""
+        def chunked() -> Iterator[tuple[Document, list[Chunk], list[str], int]]:
+            """Each document cleaned and chunked, with its chunks' keyword terms (`chunk_terms`: joined by
+            spaces) and the characters read for it: in worker processes when the corpus is large enough to
+            repay them (`chunk_workers`), else here, with progress inside files."""
             nonlocal done_chars
             workers = chunk_workers(cfg, embedder, documents)
             if workers > 1:
@@ -445,10 +443,10 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
                 return
             for document in documents:
                 raw, length = documents.current_chars, max(len(document.text), 1)
-                yield document, chunk_document(
+                chunks = chunk_document(
                     document, embedder, cfg.chunking.max_tokens, cfg.chunking.overlap_sentences,
-                    progress=lambda offset: at(done_chars + raw * (CLEAN_SHARE + (1 - CLEAN_SHARE) * offset / length))
-                ), None, raw
+                    progress=lambda offset: at(done_chars + raw * (CLEAN_SHARE + (1 - CLEAN_SHARE) * offset / length)))
+                yield document, chunks, chunk_terms(chunks, keywords.analyzer), raw
 
         stream = chunked()
         try:
@@ -473,13 +471,10 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
                                "location": c.location, "text": c.text, "hash": h}
                               for n, (c, h) in enumerate(zip(chunks, chunk_hashes)))
                 hashes.extend(chunk_hashes)
-                for n, c in enumerate(chunks):
+                for c, chunk_line in zip(chunks, terms):
                     sentences.add(c.sentences)
                     pieces.add(c.pieces)
-                    if terms is None:
-                        keywords.add(c.text)
-                    else:
-                        keywords.add_terms(terms[n].split())
+                    keywords.add_terms(chunk_line.split())
                 done_chars += raw
                 at(done_chars)
         finally:  # on an error or Ctrl-C the chunking workers end now, not when the traceback is let go

@@ -163,17 +163,42 @@ def _split_chars(text: str, start: int, end: int, budget: int, counter: TokenCou
     return pieces
 
 
+def spaced(text: str, spans: Sequence[Sequence[int]]) -> bool:
+    """Whether only BERT's spaces (space, tab, newline, carriage return; at least one) stand between each span
+    of `text` and the next: then the tokenizer reads the text as the spans' word pieces one after another, and
+    the keyword analyser as their terms. (Other space characters the tokenizer would delete, or read as a
+    piece, or join the words either side of; the analyser joins digit groups across a no-break space.)"""
+    for a, b in zip(spans, spans[1:]):
+        if b[0] <= a[1] or text[a[1]:b[0]].strip(" \t\n\r"):
+            return False
+    return True
+
+
 def _pieces(text: str, units: Sequence[tuple[int, int, int]], ids: Sequence[bytes | None]) -> tuple[bytes, ...] | None:
-    """A chunk's `pieces`: its sentences' ids, if each has them and only BERT's spaces (space, tab, newline,
-    carriage return; at least one) stand between one and the next, so that the tokenizer reads the chunk's
-    text as the sentences' pieces one after another. (Other space characters it would delete, or read as a
-    piece, or join the words either side of.)"""
-    if any(b is None for b in ids):
+    """A chunk's `pieces`: its sentences' ids, if each has them and the chunk is `spaced`."""
+    if any(b is None for b in ids) or not spaced(text, units):
         return None
-    for (_, end, _), (start, _, _) in zip(units, units[1:]):
-        if start <= end or text[end:start].strip(" \t\n\r"):
-            return None
     return tuple(ids)
+
+
+def chunk_terms(chunks: Sequence[Chunk], analyzer: Callable[[str], list[str]]) -> list[str]:
+    """Each chunk's keyword terms by `analyzer`, joined by spaces: the same terms as analysing its text, where
+    the chunk is `spaced` made of its sentences' terms one after another, so that the sentence a chunk shares
+    with the one before (`overlap`) is analysed once (the analyser's words never cross a space)."""
+    out, before = [], {}
+    for c in chunks:
+        if not spaced(c.text, c.sentences):
+            out.append(" ".join(analyzer(c.text)))
+            before = {}
+            continue
+        own = {}
+        for s, e in c.sentences:
+            key = (c.start + s, c.start + e)
+            terms = before.get(key)
+            own[key] = terms if terms is not None else " ".join(analyzer(c.text[s:e]))
+        out.append(" ".join(t for t in own.values() if t))
+        before = own
+    return out
 
 
 COUNT_SLICE = 5000  # sentences counted at a time, so that progress moves within a large file
@@ -289,6 +314,6 @@ def clean_and_chunk(records: list[tuple], batch: int = -1) -> list[tuple]:
             out.append((rel, None, str(exc), None, raw))
             continue
         chunks = chunk_document(document, _worker["counter"], _worker["max_tokens"], _worker["overlap"])
-        out.append((rel, document, chunks, [" ".join(analyzer(c.text)) for c in chunks], raw))
+        out.append((rel, document, chunks, chunk_terms(chunks, analyzer), raw))
     _on(-1, -1)
     return out

@@ -512,8 +512,7 @@ def test_chunks_are_read_from_their_word_pieces_with_the_same_result(docs_copy, 
                                                                      workers):
     """Chunking hands each chunk's word pieces (`Chunk.pieces`, spooled in the new build until it is embedded)
     to the int8 encoder, which reads them instead of tokenizing the chunk again: the same vectors and sentence
-    rows as a build that tokenizes every chunk, in the build's own process or from chunking workers; the spool
-    is gone once the build is published."""
+    rows as a build that tokenizes every chunk, in the build's own process or from chunking workers."""
     import numpy as np
     from index import build
     from index.embedding import Embedder
@@ -530,7 +529,6 @@ def test_chunks_are_read_from_their_word_pieces_with_the_same_result(docs_copy, 
         report = kb.build()
         snap = build.open_snapshot(kb.cfg)
         try:
-            assert not (snap.path / build.PIECES_FILE).exists()
             texts = {r["text"].strip() for r in snap.query("SELECT text FROM chunks")}
             read = [t for t in tokenized if t in texts]  # chunks tokenized (not calibration's questions)
             tokenized.clear()
@@ -548,14 +546,14 @@ def test_chunks_are_read_from_their_word_pieces_with_the_same_result(docs_copy, 
 
 def test_the_piece_spool_gives_back_each_chunks_pieces_and_counts(tmp_path):
     """`PieceSpool`: each chunk's ids and its sentences' counts as added, read back while more are written; a
-    chunk without pieces (or with more sentences than a count can say) gives None; the file goes with it."""
+    chunk without pieces (or with more sentences than a count can say) gives None. Its file has no name."""
     import numpy as np
     from index.build import PieceSpool
     from index.embedding import PIECE_DTYPE
 
     def ids(*values):
         return np.asarray(values, dtype=PIECE_DTYPE).tobytes()
-    spool = PieceSpool(tmp_path / "pieces.tmp")
+    spool = PieceSpool(tmp_path)
     spool.add((ids(5, 6), ids(7)))
     spool.add(None)
     spool.add((ids(),) * (np.iinfo(PIECE_DTYPE).max + 1))
@@ -565,5 +563,5 @@ def test_the_piece_spool_gives_back_each_chunks_pieces_and_counts(tmp_path):
     spool.add((ids(30000, 1, 2),))
     assert spool[3][0].tolist() == [30000, 1, 2] and spool[3][1].tolist() == [3]
     assert spool[0][0].tolist() == [5, 6, 7]
+    assert not list(tmp_path.iterdir())
     spool.close()
-    assert not (tmp_path / "pieces.tmp").exists()

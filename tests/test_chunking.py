@@ -179,15 +179,20 @@ JOINS = [" ", "\n", " \t\r\n ", "", "\x0c", "\u2028", "\u00a0"]
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(
     ["The force recorded crime.", "Ünïcödé victims were 中文 supported!", "A [CLS] token, e.g. here.",
-     "x" * 300 + ".", "Inspectors visited in 2017.", "Dr. Smith said so.", "\x07Bell."]), st.sampled_from(JOINS)),
+     "qz" * 45 + ".", "Inspectors visited in 2017.", "Dr. Smith said so.", "\x07Bell.", "It cost 21",
+     "200 in all, 1,", "500 more."]), st.sampled_from(JOINS)),
     min_size=1, max_size=30), st.integers(20, 120))
 def test_chunk_word_pieces_are_the_tokenizers_pieces_of_its_text(embedder, parts, budget):
     """A chunk's `pieces`, where chunking gives them, are exactly what the model's tokenizer makes of the chunk's
     text (so the int8 encoder may read them instead); where sentences are joined by anything but BERT's spaces,
-    or one was cut by characters, it has none."""
+    or one was cut by characters, it has none. Its keyword terms made sentence by sentence are its text's."""
     from index.embedding import PIECE_DTYPE
+    from index.bm25 import Analyzer
+    from index.chunking import chunk_terms
     text = "".join(sentence + join for sentence, join in parts)
     chunks = chunk_document(make_doc(text), embedder, budget, overlap=1)
+    analyzer = Analyzer()  # each chunk's keyword terms, its shared sentences analysed once: those of its text
+    assert chunk_terms(chunks, analyzer) == [" ".join(analyzer(c.text)) for c in chunks]
     whole = set(split_sentences(text))
     for c in chunks:
         joins = [c.text[e:s] for (_, e), (s, _) in zip(c.sentences, c.sentences[1:])]
@@ -215,6 +220,24 @@ def test_sentences_joined_by_a_character_the_tokenizer_deletes_give_no_word_piec
     glued = "Inspectors\x1cvisited"
     assert _tokenizer_ids(embedder, [glued])[0] != b"".join(embedder.word_piece_ids(["Inspectors", "visited"]))
     assert _pieces("a b", [(0, 1, 1), (2, 3, 1)], [b"x", None]) is None  # a sentence without ids
+
+
+def test_keyword_terms_sentence_by_sentence_only_where_that_reads_as_the_text():
+    """`chunk_terms` analyses a chunk sentence by sentence (its shared sentence once) only where only BERT's
+    spaces stand between them: the analyser joins "21 200" across a no-break space into one number."""
+    from index.bm25 import Analyzer
+    from index.chunking import Chunk, chunk_terms
+    analyzer = Analyzer()
+
+    def chunk(text, start, sentences):
+        return Chunk("d", 0, start, start + len(text), text, 0, None, None, "", sentences)
+    glued = chunk("It cost 21\u00a0200 pounds", 0, ((0, 10), (11, 21)))
+    first, second = chunk("Crime fell. It rose", 0, ((0, 11), (12, 19))), chunk("It rose again.", 12, ((0, 7), (8, 14)))
+    calls = []
+    counting = lambda text: calls.append(text) or analyzer(text)
+    assert chunk_terms([glued, first, second], counting) == [" ".join(analyzer(c.text)) for c in (glued, first, second)]
+    assert "21200" in chunk_terms([glued], analyzer)[0]
+    assert calls == [glued.text, "Crime fell.", "It rose", "again."]  # "It rose", shared, analysed once
 
 
 def test_chunks_have_word_pieces_only_with_a_counter_that_gives_them(embedder):
