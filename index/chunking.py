@@ -44,9 +44,9 @@ class Chunk:
     # one chunk is there as the pieces it was cut into); the answer sentences are chosen among them
     sentences: tuple[tuple[int, int], ...] = ()
     # each sentence's word-piece ids (`index.embedding.PIECE_DTYPE` bytes) when they are exactly the model
-    # tokenizer's pieces of `text` one sentence after another (a counter that gives ids, nothing but spaces
-    # between the sentences, none cut by characters): the int8 encoder reads them instead of tokenizing the text
-    # again (`Embedder.encode_passages`). None: the encoder tokenizes the text
+    # tokenizer's pieces of `text` one sentence after another (a counter that gives ids, the chunk `spaced`, no
+    # sentence cut): the int8 encoder reads them instead of tokenizing the text again
+    # (`Embedder.encode_passages`). None: the encoder tokenizes the text
     pieces: tuple[bytes, ...] | None = None
 
     @property
@@ -182,9 +182,9 @@ def _pieces(text: str, units: Sequence[tuple[int, int, int]], ids: Sequence[byte
 
 
 def chunk_terms(chunks: Sequence[Chunk], analyzer: Callable[[str], list[str]]) -> list[str]:
-    """Each chunk's keyword terms by `analyzer`, joined by spaces: the same terms as analysing its text, where
-    the chunk is `spaced` made of its sentences' terms one after another, so that the sentence a chunk shares
-    with the one before (`overlap`) is analysed once (the analyser's words never cross a space)."""
+    """Each chunk's keyword terms by `analyzer`, joined by spaces: the same terms as analysing its text. Where
+    the chunk is `spaced` they are its sentences' terms one after another (the analyser's words never cross a
+    space), so the sentence a chunk shares with the one before (`overlap`) is analysed once."""
     out, before = [], {}
     for c in chunks:
         if not spaced(c.text, c.sentences):
