@@ -344,7 +344,7 @@ class Embedder:
         passage ("late pooling"), so sentence vectors cost no second pass of the model.
 
         `pieces` (optional, per text): (its word-piece ids, each span's count of them) where the ids are
-        exactly the tokenizer's pieces of the stripped text, span after span with nothing between
+        exactly the tokenizer's pieces of the stripped text, span after span, only spaces between the spans
         (`word_piece_ids`, `index.chunking.Chunk.pieces`), else None. The int8 encoder then reads them instead
         of tokenizing the text again, and pools each span's own tokens: the same vectors, sooner
         (PERFORMANCE.md, "Build speed"). Other backends tokenize the text.

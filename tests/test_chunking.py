@@ -171,8 +171,9 @@ def _tokenizer_ids(embedder, texts):
             for e in embedder._word_pieces.encode_batch(list(texts), add_special_tokens=False)]
 
 
-# sentences joined by: BERT's spaces (the chunk's pieces are its sentences' one after another), nothing, or a
-# character the tokenizer deletes (\x0c), reads as a piece (\u2028) or may join words across (\u00a0)
+# sentences joined by: BERT's spaces (the chunk's pieces are its sentences' one after another), nothing, or
+# other characters Python counts as spaces (\x0c, which the tokenizer deletes; \u2028; \u00a0, across which the
+# keyword analyser joins digit groups)
 JOINS = [" ", "\n", " \t\r\n ", "", "\x0c", "\u2028", "\u00a0"]
 
 
