@@ -232,7 +232,10 @@ class PieceSpool:
         return record[1 + n:], record[1:1 + n]
 
     def close(self) -> None:
-        self._file.close()
+        """Let the file go; what is still buffered is not written (closing must not fail on a full disk, where
+        a failed build is being cleaned up)."""
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 def fork_workers(cfg: Config) -> int:

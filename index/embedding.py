@@ -72,7 +72,7 @@ def _pool_rows(tokens: np.ndarray, bounds: np.ndarray) -> np.ndarray:
 # deletes control characters (tab, newline and carriage return are spaces), joining what stood either side.
 _ASCII_WORD = re.compile(r"[A-Za-z0-9]+|[!-/:-@\[-`{-~]")
 _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
-MEMO_WORDS = 1 << 20  # distinct words remembered at most (about 100 MB), then forgotten and remembered afresh
+MEMO_WORDS = 1 << 20  # distinct words remembered at most (about 100 MB a memo), then forgotten and remembered afresh
 
 
 # A text's word-piece ids as chunking hands them to the int8 encoder (`Embedder.word_piece_ids`, `Chunk.pieces`):
@@ -302,8 +302,9 @@ class Embedder:
         if self.cfg.backend != "onnx-int8":
             return None
         fast = self._fast_counter()
-        if not fast or fast.tokenizer.get_vocab_size() > np.iinfo(PIECE_DTYPE).max + 1:
-            return None
+        if (not fast or fast.tokenizer.get_vocab_size() > np.iinfo(PIECE_DTYPE).max + 1
+                or any(any(ch.isspace() for ch in a) for a in fast.added)):  # an added token across a space
+            return None  # could join two sentences into one piece
         return fast.ids(texts)
 
     def _slices(self, texts: Sequence[str], step: int, progress: Callable[[int, int], None] | None):

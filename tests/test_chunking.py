@@ -180,7 +180,7 @@ JOINS = [" ", "\n", " \t\r\n ", "", "\x0c", "\u2028", "\u00a0"]
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(
     ["The force recorded crime.", "Ünïcödé victims were 中文 supported!", "A [CLS] token, e.g. here.",
-     "qz" * 45 + ".", "Inspectors visited in 2017.", "Dr. Smith said so.", "\x07Bell.", "It cost 21",
+     "qz" * 45 + ".", "qz" * 60 + " too long for a word.", "Inspectors visited in 2017.", "Dr. Smith said so.", "\x07Bell.", "It cost 21",
      "200 in all, 1,", "500 more."]), st.sampled_from(JOINS)),
     min_size=1, max_size=30), st.integers(20, 120))
 def test_chunk_word_pieces_are_the_tokenizers_pieces_of_its_text(embedder, parts, budget):
@@ -249,6 +249,10 @@ def test_chunks_have_word_pieces_only_with_a_counter_that_gives_them(embedder):
     torch = type(embedder)(replace(embedder.cfg, backend="torch"))  # tokenizes for itself: no ids wanted
     assert torch.word_piece_ids(["a text"]) is None
     assert all(c.pieces is None for c in chunk_document(doc, torch, 200))
+    from index.embedding import WordPieceCounter
+    spanning = type(embedder)(embedder.cfg)  # an added token holding a space could join two sentences
+    spanning._fast_count = WordPieceCounter(embedder._word_pieces, True, ["[CLS]", "new york"])
+    assert spanning.word_piece_ids(["a text"]) is None
 
 
 def test_word_pieces_of_every_sentence_of_the_docs_are_the_tokenizers_count(embedder):

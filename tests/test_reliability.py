@@ -5,6 +5,7 @@ are recovered; a second build in another process is refused. With both store bac
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import signal
@@ -360,7 +361,22 @@ def test_chat_while_another_process_builds_answers_from_the_live_index(copy_smal
     assert "note: an update of the index is in progress" in err and "answering from the live index" in err
 
 
-@pytest.mark.parametrize("where", ["sqlite", "faiss", "spool"])
+class _FullDiskFile(io.BytesIO):
+    """A temporary file on a full disk: writes are buffered, flushing them fails, and so does closing it once
+    (a buffered file flushes what is left as it closes)."""
+    failed_close = False
+
+    def flush(self):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def close(self):
+        if not self.failed_close:
+            self.failed_close = True
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        super().close()
+
+
+@pytest.mark.parametrize("where", ["sqlite", "faiss", "spool", "pieces"])
 def test_a_full_disk_during_a_build_is_one_line_and_keeps_the_old_index(copy_small, capsys, monkeypatch, where):
     import sqlite3
     from index import store
@@ -374,11 +390,20 @@ def test_a_full_disk_during_a_build_is_one_line_and_keeps_the_old_index(copy_sma
         def finish(self, info, index):
             raise RuntimeError("Error in faiss::FileIOWriter: write error") from OSError(errno.ENOSPC, "No space left")
         monkeypatch.setattr(store.BuildWriter, "finish", finish)
-    else:
+    elif where == "spool":
         import pickle
         def dump(*args, **kwargs):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         monkeypatch.setattr(pickle, "dump", dump)
+    else:  # the chunks' word pieces fill the disk, and their file fails again as the failed build is cleaned up
+        from index import build
+        real_init = build.PieceSpool.__init__
+
+        def init(self, folder):
+            real_init(self, folder)
+            self._file.close()
+            self._file = _FullDiskFile()
+        monkeypatch.setattr(build.PieceSpool, "__init__", init)
     live = (index / "current").resolve()
     code, _, err = run_cli(capsys, docs, index, "index")
     line = one_line(err)
