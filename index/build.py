@@ -418,7 +418,7 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
         # chunk each document and write its rows at once; only the chunks' hashes and sentence spans stay in memory
         hashes: list[str] = []
         sentences = SentenceSpans()
-        pieces = spool = PieceSpool(build_dir)
+        spool = PieceSpool(build_dir)
         keywords = KeywordBuilder()  # the keyword index of the same chunks, made as they come
         seen: set[str] = set()
         # progress in characters of text read, within each file too: cleaning takes CLEAN_SHARE of a file's
@@ -476,7 +476,7 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
                 hashes.extend(chunk_hashes)
                 for c, chunk_line in zip(chunks, terms):
                     sentences.add(c.sentences)
-                    pieces.add(c.pieces)
+                    spool.add(c.pieces)
                     keywords.add_terms(chunk_line.split())
                 done_chars += raw
                 at(done_chars)
@@ -509,9 +509,9 @@ def _build(cfg: Config, embedder: Embedder, root: IndexRoot, documents: Document
         unchanged = bool(reuse_ok and all(h in reusable for h in hashes) and old_hashes == len(hashes))
         old_calibration = old.calibration if old is not None else None
         index, index_type = new_vector_index(len(hashes), dim, root.vectors_config(cfg.vectors))
-        _embed_and_write(hashes, sentences, pieces, reusable, old, embedder, index, writer, report, progress)
-        pieces.close()
-        del hashes, sentences, pieces, reusable
+        _embed_and_write(hashes, sentences, spool, reusable, old, embedder, index, writer, report, progress)
+        spool.close()
+        del hashes, sentences, reusable
         if old is not None:
             old.close()
             old = None

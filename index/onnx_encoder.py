@@ -382,7 +382,9 @@ class OnnxEncoder:
             ids = np.full((n, width), pad_id, dtype=np.int64)
             mask = np.zeros((n, width), dtype=np.int64)
             types = np.zeros((n, width), dtype=np.int64)
-            if tokens:
+            # the texts whose offsets and special-token flags are handed back: those the tokenizer read
+            read = [tokens and not isinstance(pieces[j], _Given) for j in idx]
+            if any(read):
                 offsets = np.zeros((n, width, 2), dtype=np.int64)
                 special = np.ones((n, width), dtype=np.int64)
             for r, j in enumerate(idx):  # padded as the tokenizer pads: pad id, mask 0, type 0, offsets (0, 0), special
@@ -390,7 +392,7 @@ class OnnxEncoder:
                 ids[r, :m] = e.ids
                 mask[r, :m] = 1
                 types[r, :m] = e.type_ids
-                if tokens and not isinstance(e, _Given):
+                if read[r]:
                     offsets[r, :m] = np.fromiter(chain.from_iterable(e.offsets), dtype=np.int64, count=2 * m).reshape(m, 2)
                     special[r, :m] = e.special_tokens_mask
             enc = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
@@ -403,9 +405,9 @@ class OnnxEncoder:
             if tokens:
                 for r, j in enumerate(idx):
                     m = lengths[r]
-                    rows[j] = ({"token_embeddings": outputs[1][r, :m]} if isinstance(pieces[j], _Given) else
-                               {"token_embeddings": outputs[1][r, :m], "offset_mapping": offsets[r, :m],
-                                "special_tokens_mask": special[r, :m]})
+                    rows[j] = {"token_embeddings": outputs[1][r, :m]}
+                    if read[r]:
+                        rows[j].update(offset_mapping=offsets[r, :m], special_tokens_mask=special[r, :m])
                     if on_text is not None:
                         rows[j]["sentence_embedding"] = out[j]
                         on_text(int(j), rows[j])
